@@ -1,0 +1,42 @@
+//! # GDPO-SR model
+//!
+//! The shared, backend-generic model of the GDPO-SR one-step diffusion super-resolution
+//! system (see `shared/docs/method.md` of the project, restated in `docs/architecture.md`):
+//!
+//! - [`schedule`]: the 1000-step scaled-linear DDPM schedule, `add_noise`, x0-from-eps;
+//! - [`autoencoder`]: encoder E and decoder D (factor f, C latent channels, latent scale k);
+//! - [`unet`]: the timestep-conditioned eps-UNet;
+//! - [`pipeline`]: the NAOSD one-step pipeline (bicubic, encode, noise at `t_add`, one UNet
+//!   call at `t_diff`, decode, colour fix);
+//! - [`lora`]: LoRA adapters for conv and linear layers, and their merge;
+//! - [`weights`]: the portable, hashed, f16 weight file (bytes in, bytes out);
+//! - [`noise`]: the seeded, portable noise field shared by every backend.
+//!
+//! The crate enables no burn backend and does no IO: randomness comes in as a seed.
+
+pub mod autoencoder;
+pub mod blocks;
+pub mod colour;
+pub mod error;
+pub mod lora;
+pub mod noise;
+pub mod pipeline;
+pub mod preset;
+pub mod resample;
+pub mod schedule;
+pub mod unet;
+pub mod weights;
+
+#[cfg(test)]
+mod test_backend;
+
+pub use colour::ColourFix;
+pub use error::{ModelError, Result};
+pub use lora::{LoraConfig, LoraTarget};
+pub use noise::{NoiseField, NoiseWindow};
+pub use pipeline::{MAX_SCALE, Naosd, NaosdOptions};
+pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
+pub use schedule::NoiseSchedule;
+pub use weights::{
+    FORMAT_VERSION, StoredPrecision, WeightInfo, load_weights, read_weight_info, save_weights,
+};

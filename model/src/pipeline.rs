@@ -1,0 +1,391 @@
+//! The NAOSD noise-aware one-step diffusion generator (method.md section 2).
+//!
+//! 1. `LRup` = bicubic upsample of LR by s (values in [-1, 1]).
+//! 2. `z_lr = k * E(LRup)`.
+//! 3. `z_n = add_noise(z_lr, eps, t_add)`, eps from the portable [`NoiseField`].
+//! 4. `eps_hat = UNet(z_n, t_diff)`.
+//! 5. `z0 = (z_n - sqrt(1 - abar_{t_diff}) eps_hat) / sqrt(abar_{t_diff})`.
+//! 6. `SR = clamp(D(z0 / k), -1, 1)`, then the optional colour fix.
+//!
+//! Each step is a public method so that the trainer (stage 1 and GDPO) composes the same
+//! pieces the browser runs.
+
+use burn::{
+    module::Module,
+    tensor::{Tensor, backend::Backend, ops::PadMode},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    autoencoder::Autoencoder,
+    colour::{self, ColourFix},
+    error::{ModelError, Result},
+    lora::{LoraConfig, LoraTarget},
+    noise::{NoiseField, NoiseWindow},
+    preset::ModelConfig,
+    resample::bicubic_upsample,
+    schedule::NoiseSchedule,
+    unet::UNet,
+};
+
+/// Inference options of the one-step pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NaosdOptions {
+    /// Upscaling factor s.
+    pub scale: usize,
+    /// Noise-addition timestep (fidelity vs detail: higher adds more generated detail).
+    pub t_add: usize,
+    /// Timestep the UNet denoises at.
+    pub t_diff: usize,
+    /// Seed of the injected noise.
+    pub seed: u64,
+    pub colour_fix: ColourFix,
+}
+
+impl Default for NaosdOptions {
+    /// The paper's setting: x4, t_add = 250, t_diff = 100.
+    fn default() -> Self {
+        Self {
+            scale: 4,
+            t_add: 250,
+            t_diff: 100,
+            seed: 0,
+            colour_fix: ColourFix::None,
+        }
+    }
+}
+
+/// Largest upscaling factor accepted.
+pub const MAX_SCALE: usize = 8;
+
+/// The one-step generator: autoencoder plus eps-UNet, with its config.
+#[derive(Module, Debug)]
+pub struct Naosd<B: Backend> {
+    pub autoencoder: Autoencoder<B>,
+    pub unet: UNet<B>,
+    #[module(skip)]
+    config: ModelConfig,
+    #[module(skip)]
+    schedule: NoiseSchedule,
+}
+
+impl ModelConfig {
+    /// A randomly initialised model.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] when the config does not validate.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Naosd<B>> {
+        self.validate()?;
+        Ok(Naosd {
+            autoencoder: Autoencoder::new(self, device),
+            unet: UNet::new(self, device),
+            config: self.clone(),
+            schedule: NoiseSchedule::scaled_linear(),
+        })
+    }
+}
+
+impl<B: Backend> Naosd<B> {
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// Replaces the latent scale k (stage 1 estimates it after training the autoencoder).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] unless `k` is finite and positive.
+    pub fn set_latent_scale(&mut self, k: f64) -> Result<()> {
+        let mut config = self.config.clone();
+        config.latent_scale = k;
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Step 2: `z = k * E(image)`.
+    ///
+    /// # Shapes
+    /// `[n, 3, H, W] -> [n, C, H / f, W / f]` (H, W multiples of [`ModelConfig::size_multiple`])
+    pub fn encode(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.autoencoder
+            .encoder
+            .forward(image)
+            .mul_scalar(self.config.latent_scale)
+    }
+
+    /// Step 6 without the colour fix: `clamp(D(z / k), -1, 1)`.
+    pub fn decode(&self, latent: Tensor<B, 4>) -> Tensor<B, 4> {
+        let image = self
+            .autoencoder
+            .decoder
+            .forward(latent.div_scalar(self.config.latent_scale));
+        image.clamp(-1.0, 1.0)
+    }
+
+    /// Steps 3 to 5: noise `z_lr` at `t_add` with `eps`, one UNet call at `t_diff`, x0 formula.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for timesteps outside the schedule.
+    pub fn one_step(
+        &self,
+        z_lr: Tensor<B, 4>,
+        eps: Tensor<B, 4>,
+        t_add: usize,
+        t_diff: usize,
+    ) -> Result<Tensor<B, 4>> {
+        let z_noisy = self.schedule.add_noise(z_lr, eps, t_add)?;
+        self.schedule.alpha_bar(t_diff)?;
+        let eps_hat = self.unet.forward(z_noisy.clone(), t_diff);
+        self.schedule.x0_from_eps(z_noisy, eps_hat, t_diff)
+    }
+
+    /// Checks options and input size; returns the padded LR size `(h, w)` such that
+    /// `s * h` and `s * w` are multiples of [`ModelConfig::size_multiple`].
+    fn padded_size(&self, dims: [usize; 4], options: &NaosdOptions) -> Result<(usize, usize)> {
+        let [n, c, h, w] = dims;
+        let bad = |m: String| Err(ModelError::InvalidInput(m));
+        if options.scale == 0 || options.scale > MAX_SCALE {
+            return bad(format!(
+                "scale must be in 1..={MAX_SCALE}, got {}",
+                options.scale
+            ));
+        }
+        if n == 0 || h == 0 || w == 0 {
+            return bad(format!("image is empty ({n} images of {w}x{h})"));
+        }
+        if c != self.config.image_channels {
+            return bad(format!(
+                "expected {} channels, got {c}",
+                self.config.image_channels
+            ));
+        }
+        self.schedule.alpha_bar(options.t_add)?;
+        self.schedule.alpha_bar(options.t_diff)?;
+        let m = self.config.size_multiple();
+        let pad_to = |len: usize| {
+            (len..)
+                .find(|&l| (l * options.scale) % m == 0)
+                .expect("a multiple exists")
+        };
+        Ok((pad_to(h), pad_to(w)))
+    }
+
+    /// The whole pipeline on a batch of LR images in [-1, 1], any size: the LR is edge-padded
+    /// on the bottom/right to a size the network accepts and the output cropped back.
+    ///
+    /// The noise is the window of the seed's [`NoiseField`] at `latent_origin` (global latent
+    /// coordinates: tiles of a large image pass their offset; a whole image passes `(0, 0)`);
+    /// batch element `b` uses noise stream `b`.
+    ///
+    /// # Shapes
+    /// `[n, 3, h, w] -> [n, 3, h * s, w * s]`
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for an empty image, a wrong channel count, a scale outside
+    /// `1..=MAX_SCALE` or timesteps outside the schedule.
+    pub fn upscale_at(
+        &self,
+        lr: Tensor<B, 4>,
+        options: &NaosdOptions,
+        latent_origin: (usize, usize),
+    ) -> Result<Tensor<B, 4>> {
+        let dims = lr.dims();
+        let [n, _, h, w] = dims;
+        let (ph, pw) = self.padded_size(dims, options)?;
+        let s = options.scale;
+        // 1. LRup.
+        let lr = lr.pad([(0, 0), (0, 0), (0, ph - h), (0, pw - w)], PadMode::Edge);
+        let lr_up = bicubic_upsample(lr, s);
+        // 2. Encode.
+        let z_lr = self.encode(lr_up.clone());
+        // 3-5. Noise at t_add, one UNet call at t_diff.
+        let [_, latent_c, lh, lw] = z_lr.dims();
+        let window = NoiseWindow {
+            stream: 0,
+            channels: latent_c,
+            height: lh,
+            width: lw,
+            origin: latent_origin,
+        };
+        let eps = NoiseField::new(options.seed).tensor::<B>(n, 0, window, &z_lr.device());
+        let z0 = self.one_step(z_lr, eps, options.t_add, options.t_diff)?;
+        // 6. Decode, colour fix, crop.
+        let sr = colour::apply(options.colour_fix, self.decode(z0), lr_up).clamp(-1.0, 1.0);
+        Ok(sr.slice([0..n, 0..dims[1], 0..h * s, 0..w * s]))
+    }
+
+    /// [`Self::upscale_at`] for a whole image (noise window at the origin).
+    ///
+    /// # Errors
+    /// As [`Self::upscale_at`].
+    pub fn upscale(&self, lr: Tensor<B, 4>, options: &NaosdOptions) -> Result<Tensor<B, 4>> {
+        self.upscale_at(lr, options, (0, 0))
+    }
+
+    /// FLOPs of one upscale producing `out_h x out_w` (multiples of the size multiple),
+    /// counted layer by layer from the weights' shapes.
+    pub fn flops(&self, out_h: usize, out_w: usize) -> u64 {
+        let f = self.config.downsample_factor();
+        let (lh, lw) = (out_h / f, out_w / f);
+        self.autoencoder.encoder.flops(out_h, out_w)
+            + self.unet.flops(lh, lw)
+            + self.autoencoder.decoder.flops(lh, lw)
+    }
+
+    /// Adds fresh LoRA adapters to the UNet (the GDPO policy; encoder and decoder stay frozen).
+    pub fn attach_unet_lora(self, lora: &LoraConfig, device: &B::Device) -> Self {
+        Self {
+            unet: self.unet.attach_lora(lora, device),
+            ..self
+        }
+    }
+
+    /// Folds the UNet's adapters into its weights.
+    pub fn merge_unet_lora(self) -> Self {
+        Self {
+            unet: self.unet.merge_lora(),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_backend::{TestBackend, device, max_abs_diff, randomise};
+    use burn::tensor::Distribution;
+
+    fn trained_like_tiny() -> Naosd<TestBackend> {
+        let model = ModelConfig::tiny().init::<TestBackend>(&device()).unwrap();
+        randomise(model, |_| true, 0.1)
+    }
+
+    fn lr_image() -> Tensor<TestBackend, 4> {
+        Tensor::random([1, 3, 6, 5], Distribution::Uniform(-1.0, 1.0), &device())
+    }
+
+    #[test]
+    fn output_has_scaled_size_and_is_clamped() {
+        let model = trained_like_tiny();
+        for scale in [1, 2, 4] {
+            let opts = NaosdOptions {
+                scale,
+                ..Default::default()
+            };
+            let sr = model.upscale(lr_image(), &opts).unwrap();
+            assert_eq!(sr.dims(), [1, 3, 6 * scale, 5 * scale]);
+            let max: f32 = sr.abs().max().into_scalar();
+            assert!(max <= 1.0);
+        }
+    }
+
+    #[test]
+    fn seed_controls_the_output_when_t_add_exceeds_t_diff() {
+        let model = trained_like_tiny();
+        let lr = lr_image();
+        let run = |seed| {
+            model
+                .upscale(
+                    lr.clone(),
+                    &NaosdOptions {
+                        seed,
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+        };
+        assert_eq!(max_abs_diff(run(1), run(1)), 0.0, "same seed, same output");
+        assert!(
+            max_abs_diff(run(1), run(2)) > 1e-4,
+            "other seed, other output"
+        );
+    }
+
+    /// With t_add = t_diff an ideal denoiser cancels the noise exactly; here the check is the
+    /// method's algebra: if the UNet returns exactly the injected eps, z0 = z_lr whatever eps.
+    #[test]
+    fn equal_timesteps_with_exact_denoiser_cancel_the_noise() {
+        let model = trained_like_tiny();
+        let dev = device();
+        let s = model.schedule();
+        let z =
+            Tensor::<TestBackend, 4>::random([1, 4, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+        for seed in [3, 4] {
+            let eps = NoiseField::new(seed).tensor::<TestBackend>(
+                1,
+                0,
+                NoiseWindow {
+                    stream: 0,
+                    channels: 4,
+                    height: 4,
+                    width: 4,
+                    origin: (0, 0),
+                },
+                &dev,
+            );
+            let zn = s.add_noise(z.clone(), eps.clone(), 100).unwrap();
+            let z0 = s.x0_from_eps(zn, eps, 100).unwrap();
+            assert!(max_abs_diff(z0, z.clone()) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn colour_fixes_change_the_output() {
+        let model = trained_like_tiny();
+        let lr = lr_image();
+        let run = |colour_fix| {
+            model
+                .upscale(
+                    lr.clone(),
+                    &NaosdOptions {
+                        colour_fix,
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+        };
+        let plain = run(ColourFix::None);
+        assert!(max_abs_diff(run(ColourFix::Adain), plain.clone()) > 1e-4);
+        assert!(max_abs_diff(run(ColourFix::Wavelet), plain) > 1e-4);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let model = trained_like_tiny();
+        let dev = device();
+        let empty = Tensor::<TestBackend, 4>::zeros([1, 3, 0, 4], &dev);
+        assert!(matches!(
+            model.upscale(empty, &NaosdOptions::default()),
+            Err(ModelError::InvalidInput(_))
+        ));
+        let gray = Tensor::<TestBackend, 4>::zeros([1, 1, 4, 4], &dev);
+        assert!(model.upscale(gray, &NaosdOptions::default()).is_err());
+        let opts = NaosdOptions {
+            t_add: 1000,
+            ..Default::default()
+        };
+        assert!(model.upscale(lr_image(), &opts).is_err());
+        let opts = NaosdOptions {
+            scale: 0,
+            ..Default::default()
+        };
+        assert!(model.upscale(lr_image(), &opts).is_err());
+    }
+
+    #[test]
+    fn merged_policy_equals_unmerged() {
+        let dev = device();
+        let policy = trained_like_tiny().attach_unet_lora(&LoraConfig::new(), &dev);
+        let policy = randomise(policy, |p| p.ends_with("lora_up"), 0.05);
+        let lr = lr_image();
+        let opts = NaosdOptions::default();
+        let unmerged = policy.upscale(lr.clone(), &opts).unwrap();
+        let merged = policy.merge_unet_lora().upscale(lr, &opts).unwrap();
+        assert!(max_abs_diff(merged, unmerged) < 1e-5);
+    }
+}

@@ -1,0 +1,134 @@
+//! The weight file is the only contract between the trainer and the browser: a file the
+//! trainer exports must load in the model crate and in the web crate, and the CLI must
+//! produce the output the library produces.
+
+use std::process::Command;
+
+use burn::tensor::{Tensor, TensorData};
+use integration_tests::{scratch_dir, synthetic_image, trainer_binary};
+use model::{NaosdOptions, load_weights};
+use trainer_native::image_io;
+
+type Cpu = burn::backend::Flex;
+
+#[test]
+fn exported_file_loads_in_model_and_web_and_cli_matches_library() {
+    let dir = scratch_dir("contract");
+    let weights = dir.join("tiny.safetensors");
+    let status = Command::new(trainer_binary())
+        .args(["init", "--preset", "tiny", "--out"])
+        .arg(&weights)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&weights).unwrap();
+
+    // The web crate verifies and summarises it.
+    let summary = web::weight_summary(&bytes).unwrap();
+    assert_eq!(summary.preset, "tiny");
+    assert!(summary.content_hash.starts_with("sha256:"));
+
+    // The CLI upscales a file...
+    let input = dir.join("in.png");
+    synthetic_image(11, 9).save(&input).unwrap();
+    let output = dir.join("out.png");
+    let status = Command::new(trainer_binary())
+        .arg("upscale")
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--seed", "5", "--backend", "cpu"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cli = image::open(&output).unwrap().to_rgb8();
+    assert_eq!(cli.dimensions(), (44, 36));
+
+    // ... exactly as the library does with the same weights and seed.
+    let device = Default::default();
+    let model = load_weights::<Cpu>(&bytes, &device).unwrap();
+    let lr = image_io::load_rgb::<Cpu>(&input, &device).unwrap();
+    let sr = model
+        .upscale(
+            lr,
+            &NaosdOptions {
+                seed: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(image_io::tensor_to_rgb(sr).unwrap(), cli);
+}
+
+#[test]
+fn cli_reports_a_corrupted_weight_file_clearly() {
+    let dir = scratch_dir("corrupt");
+    let weights = dir.join("w.safetensors");
+    std::fs::write(&weights, b"garbage that is not safetensors").unwrap();
+    let input = dir.join("in.png");
+    synthetic_image(4, 4).save(&input).unwrap();
+    let out = Command::new(trainer_binary())
+        .arg("upscale")
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.join("o.png"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a valid GDPO-SR weight file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn same_seed_same_output_on_cpu_and_wgpu() {
+    // The noise is generated on the host, so two backends differ only by float rounding.
+    let cpu_device = Default::default();
+    let model = model::ModelConfig::tiny().init::<Cpu>(&cpu_device).unwrap();
+    let bytes = model::save_weights(&model, model::StoredPrecision::F32).unwrap();
+    let lr: Vec<f32> = (0..3 * 8 * 10)
+        .map(|i| ((i * 29 % 17) as f32 / 8.0) - 1.0)
+        .collect();
+    let opts = NaosdOptions {
+        seed: 11,
+        ..Default::default()
+    };
+
+    let cpu_out: Vec<f32> = model
+        .upscale(
+            Tensor::from_data(TensorData::new(lr.clone(), [1, 3, 8, 10]), &cpu_device),
+            &opts,
+        )
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+
+    type Gpu = burn::backend::Wgpu;
+    let gpu_device = Default::default();
+    let gpu_model = load_weights::<Gpu>(&bytes, &gpu_device).unwrap();
+    let gpu_out: Vec<f32> = gpu_model
+        .upscale(
+            Tensor::from_data(TensorData::new(lr, [1, 3, 8, 10]), &gpu_device),
+            &opts,
+        )
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let max = cpu_out
+        .iter()
+        .zip(&gpu_out)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(max < 1e-4, "cpu vs wgpu max abs diff {max}");
+}

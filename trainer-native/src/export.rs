@@ -1,0 +1,70 @@
+//! Writing weight files: atomically (write, fsync, rename), so an interrupted export never
+//! leaves a partial file where a reader expects a complete one.
+
+use std::{fs, io::Write, path::Path};
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use model::{ModelConfig, StoredPrecision, save_weights};
+
+use crate::backend::BackendTask;
+
+/// Writes `bytes` to `path` through a temporary sibling file and a rename.
+///
+/// # Errors
+/// When the file cannot be written or renamed; `path` is then left as it was.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp_name = path
+        .file_name()
+        .context("output path has no file name")?
+        .to_os_string();
+    tmp_name.push(".partial");
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// Writes a randomly initialised weight file of a preset (tests and smoke runs).
+pub struct InitWeights<'a> {
+    pub preset: &'a str,
+    pub out: &'a Path,
+    pub precision: StoredPrecision,
+}
+
+impl BackendTask for InitWeights<'_> {
+    type Output = usize;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
+        let model = ModelConfig::preset(self.preset)?.init::<B>(&device)?;
+        let bytes = save_weights(&model, self.precision)?;
+        write_atomically(self.out, &bytes)?;
+        Ok(bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("gdpo-export-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.safetensors");
+        write_atomically(&path, b"first").unwrap();
+        write_atomically(&path, b"second version").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second version");
+        assert!(!dir.join("w.safetensors.partial").exists());
+        // A directory that does not exist: an error, nothing written.
+        assert!(write_atomically(&dir.join("missing/w.safetensors"), b"x").is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
