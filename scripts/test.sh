@@ -8,11 +8,11 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
 export CARGO_TERM_COLOR=never
-# Native: every crate, every test, with the `cuda` feature so the CUDA path always compiles.
-# The binaries first (same profile and features, so nothing is compiled twice): the
-# end-to-end tests in tests/ drive the real `trainer-native` CLI.
-cargo build --workspace --bins --features trainer-native/cuda
-cargo test --workspace --features trainer-native/cuda
+# Native: every crate, every test. trainer-native's default `cuda` feature is on, so the CUDA
+# backend always compiles (it runs only where a GPU exists). The binaries first (same profile
+# and features, so nothing is compiled twice): the end-to-end tests drive the real CLI.
+cargo build --workspace --bins
+cargo test --workspace
 
 # Browser: the model crate (and the web crate on top of it) must build for wasm32.
 cargo build -p model -p web --target wasm32-unknown-unknown

@@ -12,7 +12,7 @@ pub enum BackendKind {
     Cpu,
     /// wgpu: Vulkan, Metal or DX12; headless Mesa lavapipe works too.
     Wgpu,
-    /// NVIDIA CUDA (build with `--features cuda`).
+    /// NVIDIA CUDA (the default `cuda` feature).
     Cuda,
 }
 

@@ -50,6 +50,23 @@ impl BackendTask for InitWeights<'_> {
     }
 }
 
+/// Re-writes a weight file as the f16 web weight file (verifying it on the way in).
+pub struct ExportWeb<'a> {
+    pub weights: &'a Path,
+    pub out: &'a Path,
+}
+
+impl BackendTask for ExportWeb<'_> {
+    type Output = usize;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
+        let bytes = fs::read(self.weights).with_context(|| format!("cannot read {}", self.weights.display()))?;
+        let model = model::load_weights::<B>(&bytes, &device).with_context(|| self.weights.display().to_string())?;
+        let out = save_weights(&model, StoredPrecision::F16)?;
+        write_atomically(self.out, &out)?;
+        Ok(out.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

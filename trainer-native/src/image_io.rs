@@ -43,3 +43,46 @@ pub fn tensor_to_rgb<B: Backend>(t: Tensor<B, 4>) -> anyhow::Result<RgbImage> {
         image::Rgb([0, 1, 2].map(|c| to_u8(values[c * h * w + i])))
     }))
 }
+
+/// `[0, 1]` planar images (same size) to a `[n, 3, h, w]` tensor in [-1, 1].
+///
+/// # Panics
+/// When the list is empty or sizes differ.
+pub fn planars_to_tensor<B: Backend>(images: &[crate::planar::Planar], device: &B::Device) -> Tensor<B, 4> {
+    crate::data::HostBatch::stack(0, images).to_tensor(device)
+}
+
+/// A `[n, 3, h, w]` tensor in [-1, 1] to `[0, 1]` planar images (clamped).
+pub fn tensor_to_planars<B: Backend>(t: Tensor<B, 4>) -> anyhow::Result<Vec<crate::planar::Planar>> {
+    let [n, c, h, w] = t.dims();
+    anyhow::ensure!(c == 3, "expected 3 channels, got {c}");
+    let values: Vec<f32> = t.into_data().convert::<f32>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(values
+        .chunks_exact(3 * h * w)
+        .take(n)
+        .map(|chunk| crate::planar::Planar {
+            width: w,
+            height: h,
+            data: chunk.iter().map(|v| ((v + 1.0) * 0.5).clamp(0.0, 1.0)).collect(),
+        })
+        .collect())
+}
+
+/// Side-by-side strip of images of equal height (sample grids).
+pub fn hstack(images: &[&crate::planar::Planar]) -> crate::planar::Planar {
+    let height = images.iter().map(|i| i.height).max().unwrap_or(0);
+    let width = images.iter().map(|i| i.width).sum();
+    let mut out = crate::planar::Planar::zeros(width, height);
+    let mut x0 = 0;
+    for img in images {
+        for c in 0..3 {
+            for y in 0..img.height {
+                for x in 0..img.width {
+                    *out.get_mut(c, x0 + x, y) = img.get(c, x, y);
+                }
+            }
+        }
+        x0 += img.width;
+    }
+    out
+}

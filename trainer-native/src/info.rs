@@ -12,7 +12,8 @@ pub struct PresetCost {
     pub parameters: usize,
     /// Of which in the encoder, UNet and decoder.
     pub parameters_by_part: [usize; 3],
-    /// GFLOPs (2 per multiply-add) per output megapixel, at x4, counted layer by layer.
+    /// GFLOPs (2 per multiply-add) per output megapixel on 512x512 output tiles, counted
+    /// layer by layer from the weights' shapes.
     pub gflops_per_output_mp: f64,
     /// Of which in the encoder, UNet and decoder.
     pub gflops_by_part: [f64; 3],
@@ -24,8 +25,9 @@ pub struct PresetCosts;
 impl BackendTask for PresetCosts {
     type Output = Vec<PresetCost>;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Vec<PresetCost>> {
-        // A 1024x1024 output: large enough that the per-pixel cost is exact for every preset.
-        const SIDE: usize = 1024;
+        // Quoted on 512x512 output tiles, the unit tiled inference works in: convolutions cost
+        // the same per pixel at any size, self-attention grows with the tile's token count.
+        const SIDE: usize = 512;
         let mp = (SIDE * SIDE) as f64 / 1e6;
         ["tiny", "base"]
             .into_iter()
@@ -59,7 +61,7 @@ impl BackendTask for PresetCosts {
 /// Markdown table of the costs.
 pub fn cost_table(costs: &[PresetCost]) -> String {
     let mut s = String::from(
-        "| preset | parameters (E / UNet / D) | GFLOPs per output MP (E / UNet / D) |\n|---|---|---|\n",
+        "| preset | parameters (E / UNet / D) | GFLOPs per output MP, 512x512 tiles (E / UNet / D) |\n|---|---|---|\n",
     );
     for c in costs {
         let [pe, pu, pd] = c.parameters_by_part;

@@ -3,12 +3,16 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use model::{ColourFix, NaosdOptions, StoredPrecision};
 use trainer_native::{
     backend::{BackendKind, dispatch},
-    export::InitWeights,
+    degrade::{DegradationConfig, degrade_folder},
+    export::{ExportWeb, InitWeights},
     info::{PresetCosts, cost_table},
+    stages::{autoencoder::RunAutoencoder, naosd::RunNaosd},
+    train::RunLimits,
     upscale::UpscaleFile,
 };
 
@@ -32,6 +36,61 @@ enum Command {
         /// Store f32 (exact) instead of f16 (half the size).
         #[arg(long)]
         f32: bool,
+    },
+    /// Stage 1a: train the autoencoder (E, D) from a TOML config; writes
+    /// RUN_DIR/autoencoder.safetensors.
+    Autoencoder {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Continue from the newest intact checkpoint in RUN_DIR.
+        #[arg(long)]
+        resume: bool,
+        /// Stop with a checkpoint after this many steps (resume later on the same schedule).
+        #[arg(long)]
+        stop_after: Option<usize>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendKind,
+    },
+    /// Stage 1b: train the NAOSD one-step generator from the stage-1a weights; writes
+    /// RUN_DIR/naosd.safetensors.
+    Naosd {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        run_dir: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<usize>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendKind,
+    },
+    /// Write degraded LR/HR pairs (Real-ESRGAN second order) of a folder, to look at.
+    Degrade {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// TOML degradation config (defaults: method.md section 3).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// HR centre-crop side.
+        #[arg(long, default_value_t = 256)]
+        crop: usize,
+        /// Pairs to write at most.
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+    },
+    /// Convert a weight file (e.g. a stage's f32 output) to the f16 web weight file.
+    Export {
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Upscale one image with a weight file.
     Upscale {
@@ -74,6 +133,12 @@ impl From<ColourFixArg> for ColourFix {
     }
 }
 
+/// Parses a TOML config; unknown keys are errors, so a typo fails here and not mid-run.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -99,6 +164,31 @@ fn main() -> anyhow::Result<()> {
                 "wrote {} ({size} bytes, random {preset} weights)",
                 out.display()
             );
+        }
+        Command::Autoencoder { config, run_dir, resume, stop_after, backend } => {
+            let config = read_toml(&config)?;
+            let limits = RunLimits { resume, stop_after };
+            let out = dispatch(backend, RunAutoencoder { config, run_dir: &run_dir, limits })?;
+            println!("wrote {}", out.display());
+        }
+        Command::Naosd { config, run_dir, resume, stop_after, backend } => {
+            let config = read_toml(&config)?;
+            let limits = RunLimits { resume, stop_after };
+            let out = dispatch(backend, RunNaosd { config, run_dir: &run_dir, limits })?;
+            println!("wrote {}", out.display());
+        }
+        Command::Degrade { input, output, config, seed, crop, count } => {
+            let config = match config {
+                Some(path) => read_toml(&path)?,
+                None => DegradationConfig::default(),
+            };
+            std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
+            let written = degrade_folder(&input, &output, &config, seed, crop, count)?;
+            println!("wrote {written} LR/HR pairs to {}", output.display());
+        }
+        Command::Export { weights, out } => {
+            let size = dispatch(BackendKind::Cpu, ExportWeb { weights: &weights, out: &out })?;
+            println!("wrote {} ({size} bytes, f16)", out.display());
         }
         Command::Upscale {
             weights,

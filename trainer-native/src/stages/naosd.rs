@@ -1,0 +1,292 @@
+//! Stage 1b: the NAOSD one-step generator (method.md section 2; docs/training.md).
+//!
+//! Starts from the stage-1a weights (E, D, k). E keeps training, now on degraded inputs; the
+//! eps-UNet trains from scratch; D is frozen. Per batch: HR crops, LR by the Real-ESRGAN
+//! degradation, then exactly the inference path: `LRup`, `z_lr = k E(LRup)`, noise at
+//! `t_add`, one UNet call at `t_diff`, x0, `SR = D(z0 / k)`.
+//!
+//! The reference loss (MSE + LPIPS + a distribution-matching loss against frozen SD-2.1) is
+//! replaced by weight-free terms: L1 + multi-scale SSIM + Sobel gradient loss on SR, an MSE
+//! between z0 and the clean latent `k E(HR)` (a stop-gradient target that tells the one-step
+//! denoiser where the clean latent is), and a hinge adversarial loss against a PatchGAN
+//! discriminator trained from scratch in the same backward pass (its parameters see only the
+//! discriminator loss: the generator's adversarial term goes through a gradient-free copy).
+
+use std::path::{Path, PathBuf};
+
+use burn::{
+    backend::Autodiff,
+    module::Module,
+    optim::GradientsParams,
+    record::{BinFileRecorder, FullPrecisionSettings},
+    tensor::{backend::AutodiffBackend, backend::Backend},
+};
+use model::{ModelConfig, Naosd, NaosdOptions, NoiseField, NoiseWindow, StoredPrecision, load_weights, save_weights};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    backend::BackendTask,
+    data::{HostBatch, ImageFolder, item_rng},
+    degrade::{self, DegradationConfig},
+    export::write_atomically,
+    image_io::{hstack, planars_to_tensor, tensor_to_planars},
+    loss::{
+        discriminator::{Discriminator, DiscriminatorConfig, generator_adversarial_loss, hinge_discriminator_loss},
+        gradient_loss, l1, multiscale_ssim_loss,
+    },
+    metrics::{psnr_y, ssim_y},
+    planar::Planar,
+    stages::validation_crops,
+    train::{Losses, RunLimits, Stage, TrainOptions, clip_global_norm, fit},
+};
+
+/// Loss weights of the NAOSD stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NaosdLoss {
+    pub l1: f64,
+    pub ms_ssim: f64,
+    pub gradient: f64,
+    pub latent: f64,
+    pub adversarial: f64,
+    /// Steps before the adversarial term is switched on (the discriminator trains from the start).
+    pub adversarial_start: usize,
+}
+
+impl Default for NaosdLoss {
+    fn default() -> Self {
+        Self { l1: 1.0, ms_ssim: 0.2, gradient: 0.5, latent: 0.5, adversarial: 0.02, adversarial_start: 0 }
+    }
+}
+
+/// The TOML config of `trainer-native naosd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NaosdConfig {
+    /// Stage-1a weight file (E, D and the latent scale k).
+    pub init: PathBuf,
+    pub data: PathBuf,
+    pub validation: Option<PathBuf>,
+    /// HR crop side.
+    pub crop: usize,
+    #[serde(default = "default_t_add")]
+    pub t_add: usize,
+    #[serde(default = "default_t_diff")]
+    pub t_diff: usize,
+    pub train: TrainOptions,
+    #[serde(default)]
+    pub loss: NaosdLoss,
+    #[serde(default)]
+    pub degradation: DegradationConfig,
+    #[serde(default)]
+    pub discriminator: DiscriminatorConfig,
+}
+
+fn default_t_add() -> usize {
+    250
+}
+fn default_t_diff() -> usize {
+    100
+}
+
+/// Generator and discriminator, trained together.
+#[derive(Module, Debug)]
+pub struct NaosdGan<B: Backend> {
+    pub generator: Naosd<B>,
+    pub discriminator: Discriminator<B>,
+}
+
+/// HR crops and their degraded LR, as host data.
+pub struct NaosdBatch {
+    pub step: usize,
+    pub hr: HostBatch,
+    pub lr: HostBatch,
+}
+
+/// The stage with its data loaded.
+pub struct NaosdStage {
+    config: NaosdConfig,
+    model_config: ModelConfig,
+    dataset: ImageFolder,
+    /// (HR, LR) pairs degraded with a fixed seed, so every validation sees the same inputs.
+    validation: Vec<(Planar, Planar)>,
+}
+
+impl NaosdStage {
+    /// # Errors
+    /// Bad config values, unreadable data.
+    pub fn new(config: NaosdConfig, model_config: ModelConfig, dataset: ImageFolder) -> anyhow::Result<Self> {
+        config.train.validate()?;
+        config.degradation.validate()?;
+        let scale = config.degradation.scale;
+        let m = model_config.size_multiple();
+        anyhow::ensure!(config.crop % scale == 0 && config.crop / scale >= 4, "crop {} must be a multiple of the scale {scale}", config.crop);
+        anyhow::ensure!(config.t_add < 1000 && config.t_diff < 1000, "timesteps must be below 1000");
+        let validation = match &config.validation {
+            Some(dir) => validation_crops(dir, m.max(scale * 4), 256, 8)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, hr)| {
+                    let mut rng = item_rng(0x5eed, u64::MAX, i as u64);
+                    let params = degrade::sample(&config.degradation, hr.width, hr.height, &mut rng);
+                    let lr = degrade::apply(&params, &hr)?;
+                    Ok((hr, lr))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self { config, model_config, dataset, validation })
+    }
+
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.model_config
+    }
+
+    fn options(&self) -> NaosdOptions {
+        NaosdOptions { scale: self.config.degradation.scale, t_add: self.config.t_add, t_diff: self.config.t_diff, ..Default::default() }
+    }
+}
+
+impl<B: AutodiffBackend> Stage<B> for NaosdStage {
+    type Model = NaosdGan<B>;
+    type Batch = NaosdBatch;
+
+    fn name(&self) -> &'static str {
+        "naosd"
+    }
+
+    fn options(&self) -> &TrainOptions {
+        &self.config.train
+    }
+
+    fn batch_maker(&self) -> Box<dyn Fn(usize) -> anyhow::Result<NaosdBatch> + Send> {
+        let (dataset, crop, batch, seed) = (self.dataset.clone(), self.config.crop, self.config.train.batch, self.config.train.seed);
+        let degradation = self.config.degradation.clone();
+        Box::new(move |step| {
+            let pairs: Vec<(Planar, Planar)> = (0..batch)
+                .into_par_iter()
+                .map(|i| {
+                    let mut rng = item_rng(seed, step as u64, i as u64);
+                    let hr = dataset.random_crop(crop, &mut rng);
+                    let params = degrade::sample(&degradation, crop, crop, &mut rng);
+                    let lr = degrade::apply(&params, &hr)?;
+                    Ok((hr, lr))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let (hr, lr): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+            Ok(NaosdBatch { step, hr: HostBatch::stack(step, &hr), lr: HostBatch::stack(step, &lr) })
+        })
+    }
+
+    fn losses(&self, model: &NaosdGan<B>, batch: &NaosdBatch, device: &B::Device) -> Losses<B> {
+        let w = &self.config.loss;
+        let generator = &model.generator;
+        let hr = batch.hr.to_tensor::<B>(device);
+        let lr = batch.lr.to_tensor::<B>(device);
+        let scale = self.config.degradation.scale;
+        // The inference path, step by step (method.md section 2).
+        let lr_up = model::resample::bicubic_upsample(lr, scale);
+        let z_lr = generator.encode(lr_up);
+        let [n, c, h, wd] = z_lr.dims();
+        let window = NoiseWindow { stream: 0, channels: c, height: h, width: wd, origin: (0, 0) };
+        let eps = NoiseField::new(self.config.train.seed ^ 0x6e61_6f73_6400).tensor::<B>(n, (batch.step * n) as u64, window, device);
+        let z0 = generator.one_step(z_lr, eps, self.config.t_add, self.config.t_diff).expect("timesteps validated");
+        let sr = generator.autoencoder.decoder.forward(z0.clone().div_scalar(generator.config().latent_scale));
+        let z_hr = generator.encode(hr.clone()).detach();
+
+        let pixel = l1(sr.clone(), hr.clone());
+        let ssim = multiscale_ssim_loss(sr.clone(), hr.clone());
+        let gradient = gradient_loss(sr.clone(), hr.clone());
+        let latent = (z0 - z_hr).powi_scalar(2).mean();
+        // Adversarial: the discriminator learns on (HR, detached SR); the generator is scored
+        // by a gradient-free copy, so its term moves only the generator.
+        let d_loss = hinge_discriminator_loss(model.discriminator.forward(hr), model.discriminator.forward(sr.clone().detach()));
+        let frozen = model.discriminator.clone().no_grad();
+        let g_adv = generator_adversarial_loss(frozen.forward(sr));
+        let adv_weight = if batch.step >= w.adversarial_start { w.adversarial } else { 0.0 };
+        let total = pixel.clone().mul_scalar(w.l1)
+            + ssim.clone().mul_scalar(w.ms_ssim)
+            + gradient.clone().mul_scalar(w.gradient)
+            + latent.clone().mul_scalar(w.latent)
+            + g_adv.clone().mul_scalar(adv_weight)
+            + d_loss.clone();
+        Losses {
+            total,
+            terms: vec![("l1", pixel), ("ms_ssim", ssim), ("gradient", gradient), ("latent_mse", latent), ("g_adv", g_adv), ("d_hinge", d_loss)],
+        }
+    }
+
+    fn clip(&self, model: &NaosdGan<B>, grads: GradientsParams, max_norm: f64) -> (GradientsParams, f64) {
+        let (grads, generator) = clip_global_norm(&model.generator, grads, max_norm);
+        let (grads, discriminator) = clip_global_norm(&model.discriminator, grads, max_norm);
+        (grads, generator.max(discriminator))
+    }
+
+    fn validate(&self, ema: &NaosdGan<B::InnerBackend>, step: usize, out_dir: &Path) -> anyhow::Result<Vec<(String, f64)>> {
+        if self.validation.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = ema.devices().into_iter().next().expect("a device");
+        let options = self.options();
+        let (mut psnr, mut ssim, mut psnr_bicubic) = (0.0, 0.0, 0.0);
+        for (i, (hr, lr)) in self.validation.iter().enumerate() {
+            let lr_t = planars_to_tensor::<B::InnerBackend>(std::slice::from_ref(lr), &device);
+            let bicubic = model::resample::bicubic_upsample(lr_t.clone(), options.scale).clamp(-1.0, 1.0);
+            let bicubic = tensor_to_planars(bicubic)?.remove(0);
+            let sr = tensor_to_planars(ema.generator.upscale(lr_t, &options)?)?.remove(0);
+            psnr += psnr_y(&sr, hr, options.scale);
+            ssim += ssim_y(&sr, hr, options.scale);
+            psnr_bicubic += psnr_y(&bicubic, hr, options.scale);
+            if i == 0 {
+                hstack(&[&bicubic, &sr, hr]).to_rgb8().save(out_dir.join(format!("naosd-{step:07}.png")))?;
+            }
+        }
+        let n = self.validation.len() as f64;
+        Ok(vec![
+            ("val_psnr_y".into(), psnr / n),
+            ("val_ssim_y".into(), ssim / n),
+            ("val_psnr_y_bicubic".into(), psnr_bicubic / n),
+        ])
+    }
+}
+
+/// Runs the stage: loads the stage-1a weights, freezes D, trains (or resumes), writes
+/// `run_dir/naosd.safetensors` (EMA generator, f32) and `run_dir/discriminator.bin`.
+///
+/// # Errors
+/// As [`fit`], plus weight-file and export errors.
+pub fn run<B: Backend>(config: NaosdConfig, run_dir: &Path, limits: RunLimits, device: &B::Device) -> anyhow::Result<PathBuf> {
+    type Ad<B> = Autodiff<B>;
+    let bytes = std::fs::read(&config.init).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.init.display()))?;
+    B::seed(device, config.train.seed);
+    let mut generator = load_weights::<Ad<B>>(&bytes, device)?;
+    generator.autoencoder.decoder = generator.autoencoder.decoder.no_grad();
+    let discriminator = config.discriminator.init::<Ad<B>>(device);
+    let dataset = ImageFolder::load(&config.data, config.crop)?;
+    let stage = NaosdStage::new(config, generator.config().clone(), dataset)?;
+    let fitted = fit(&stage, NaosdGan { generator, discriminator }, run_dir, limits, device)?;
+    let out = run_dir.join("naosd.safetensors");
+    write_atomically(&out, &save_weights(&fitted.ema.generator, StoredPrecision::F32)?)?;
+    fitted
+        .ema
+        .discriminator
+        .clone()
+        .save_file(run_dir.join("discriminator"), &BinFileRecorder::<FullPrecisionSettings>::new())
+        .map_err(|e| anyhow::anyhow!("cannot save the discriminator: {e:?}"))?;
+    Ok(out)
+}
+
+/// [`run`] as a [`BackendTask`] for the CLI.
+pub struct RunNaosd<'a> {
+    pub config: NaosdConfig,
+    pub run_dir: &'a Path,
+    pub limits: RunLimits,
+}
+
+impl BackendTask for RunNaosd<'_> {
+    type Output = PathBuf;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
+        run::<B>(self.config, self.run_dir, self.limits, &device)
+    }
+}
