@@ -318,6 +318,13 @@ impl<B: Backend> ModuleMapper<B> for Fill<'_> {
             Ok(values) => {
                 self.used += 1;
                 let loaded = Tensor::from_data(TensorData::new(values, shape), &tensor.device());
+                // A parameter's trainability is carried by its tensor: keep it, or weights
+                // loaded on an autodiff backend would silently stop training.
+                let loaded = if tensor.is_require_grad() {
+                    loaded.require_grad()
+                } else {
+                    loaded
+                };
                 Param::from_mapped_value(id, loaded, mapper)
             }
             Err(e) => {
@@ -572,6 +579,23 @@ mod tests {
             load(&as_tiny),
             Err(ModelError::UnexpectedTensor(_))
         ));
+    }
+
+    #[test]
+    fn loaded_weights_stay_trainable_on_autodiff_backends() {
+        type Ad = burn::backend::Autodiff<TestBackend>;
+        let bytes = save_weights(&model(), StoredPrecision::F32).unwrap();
+        let loaded = load_weights::<Ad>(&bytes, &device()).unwrap();
+        assert!(loaded.unet.conv_in.weight.val().is_require_grad());
+        assert!(
+            loaded
+                .autoencoder
+                .encoder
+                .conv_in
+                .weight
+                .val()
+                .is_require_grad()
+        );
     }
 
     #[test]

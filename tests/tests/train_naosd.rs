@@ -33,6 +33,7 @@ fn options(steps: usize, lr: f64) -> TrainOptions {
         validate_every: steps,
         keep_checkpoints: 1,
         prefetch: 2,
+        threads: 1,
     }
 }
 
@@ -50,7 +51,9 @@ fn naosd_stage_trains_from_the_autoencoder() {
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
     for i in 0..6u32 {
-        synthetic_image(48 + 4 * i, 40 + 4 * i).save(data.join(format!("img{i}.png"))).unwrap();
+        synthetic_image(48 + 4 * i, 40 + 4 * i)
+            .save(data.join(format!("img{i}.png")))
+            .unwrap();
     }
     let device = Default::default();
     let ae_config = AutoencoderConfig {
@@ -61,7 +64,9 @@ fn naosd_stage_trains_from_the_autoencoder() {
         train: options(40, 3e-3),
         loss: AutoencoderLoss::default(),
     };
-    let ae_weights = autoencoder::run::<Cpu>(ae_config, &root.join("ae"), RunLimits::default(), &device).unwrap();
+    let ae_weights =
+        autoencoder::run::<Cpu>(ae_config, &root.join("ae"), RunLimits::default(), &device)
+            .unwrap();
 
     let config = NaosdConfig {
         init: ae_weights.clone(),
@@ -73,22 +78,32 @@ fn naosd_stage_trains_from_the_autoencoder() {
         train: options(60, 4e-3),
         loss: NaosdLoss::default(),
         degradation: DegradationConfig::default(),
-        discriminator: DiscriminatorConfig { channels: vec![8, 16, 16] },
+        discriminator: DiscriminatorConfig {
+            channels: vec![8, 16, 16],
+        },
     };
     let run_dir = root.join("naosd");
     let out = naosd::run::<Cpu>(config, &run_dir, RunLimits::default(), &device).unwrap();
 
     let entries = log(&run_dir);
-    // The UNet's objective: z0 against the clean latent. (The SR pixel loss of this tiny,
-    // briefly trained autoencoder sits at its reconstruction floor, so it cannot show learning.)
-    // With t_add = 250 the posterior variance of the clean latent given z_n is about 0.3, so
-    // the loss starts near its floor: a 3 % drop of 10-step means is ~5 sigma of step noise.
-    let latent: Vec<f64> = entries.iter().filter_map(|v| v.get("latent_mse").and_then(|x| x.as_f64())).collect();
+    // The UNet's objective: z0 against the clean latent of the frozen stage-1a encoder. (The SR
+    // pixel loss of this tiny, briefly trained autoencoder sits at its reconstruction floor, so
+    // it cannot show learning here.) Measured: 0.41 -> 0.17 over these 60 steps.
+    let latent: Vec<f64> = entries
+        .iter()
+        .filter_map(|v| v.get("latent_mse").and_then(|x| x.as_f64()))
+        .collect();
     assert_eq!(latent.len(), 60);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&latent[..10]), mean(&latent[50..]));
-    assert!(last < 0.97 * first, "latent MSE did not decrease: {first:.4} -> {last:.4}");
-    let validation = entries.iter().find(|v| v.get("validation").is_some()).expect("a validation entry");
+    assert!(
+        last < 0.7 * first,
+        "latent MSE did not decrease: {first:.4} -> {last:.4}"
+    );
+    let validation = entries
+        .iter()
+        .find(|v| v.get("validation").is_some())
+        .expect("a validation entry");
     for key in ["val_psnr_y", "val_ssim_y", "val_psnr_y_bicubic"] {
         assert!(validation[key].as_f64().unwrap().is_finite(), "{key}");
     }
@@ -107,4 +122,25 @@ fn naosd_stage_trains_from_the_autoencoder() {
     let lr = trainer_native::image_io::rgb_to_tensor::<Cpu>(&synthetic_image(9, 7), &device);
     let sr = after.upscale(lr, &NaosdOptions::default()).unwrap();
     assert_eq!(sr.dims(), [1, 3, 28, 36]);
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let ae: AutoencoderConfig =
+        trainer_native::read_toml(&root.join("autoencoder-base.toml")).unwrap();
+    assert_eq!(ae.preset, "base");
+    let naosd: NaosdConfig = trainer_native::read_toml(&root.join("naosd-base.toml")).unwrap();
+    assert_eq!((naosd.t_add, naosd.t_diff), (250, 100));
+    naosd.degradation.validate().unwrap();
+    // A typo is an error, not a silently ignored key.
+    let dir = integration_tests::scratch_dir("config-typo");
+    std::fs::write(
+        dir.join("bad.toml"),
+        std::fs::read_to_string(root.join("naosd-base.toml"))
+            .unwrap()
+            .replace("t_add", "t_ad"),
+    )
+    .unwrap();
+    assert!(trainer_native::read_toml::<NaosdConfig>(&dir.join("bad.toml")).is_err());
 }

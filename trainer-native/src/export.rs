@@ -59,8 +59,10 @@ pub struct ExportWeb<'a> {
 impl BackendTask for ExportWeb<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
-        let bytes = fs::read(self.weights).with_context(|| format!("cannot read {}", self.weights.display()))?;
-        let model = model::load_weights::<B>(&bytes, &device).with_context(|| self.weights.display().to_string())?;
+        let bytes = fs::read(self.weights)
+            .with_context(|| format!("cannot read {}", self.weights.display()))?;
+        let model = model::load_weights::<B>(&bytes, &device)
+            .with_context(|| self.weights.display().to_string())?;
         let out = save_weights(&model, StoredPrecision::F16)?;
         write_atomically(self.out, &out)?;
         Ok(out.len())

@@ -4,12 +4,23 @@
 pub mod backend;
 pub mod data;
 pub mod degrade;
-pub mod loss;
-pub mod metrics;
-pub mod stages;
-pub mod train;
 pub mod export;
 pub mod image_io;
 pub mod info;
+pub mod loss;
+pub mod metrics;
 pub mod planar;
+pub mod stages;
+pub mod train;
 pub mod upscale;
+
+/// Parses a TOML config; unknown keys are errors, so a typo fails here and not mid-run.
+///
+/// # Errors
+/// When the file cannot be read or does not match `T`.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+}

@@ -11,6 +11,7 @@ use trainer_native::{
     degrade::{DegradationConfig, degrade_folder},
     export::{ExportWeb, InitWeights},
     info::{PresetCosts, cost_table},
+    read_toml,
     stages::{autoencoder::RunAutoencoder, naosd::RunNaosd},
     train::RunLimits,
     upscale::UpscaleFile,
@@ -39,34 +40,10 @@ enum Command {
     },
     /// Stage 1a: train the autoencoder (E, D) from a TOML config; writes
     /// RUN_DIR/autoencoder.safetensors.
-    Autoencoder {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        run_dir: PathBuf,
-        /// Continue from the newest intact checkpoint in RUN_DIR.
-        #[arg(long)]
-        resume: bool,
-        /// Stop with a checkpoint after this many steps (resume later on the same schedule).
-        #[arg(long)]
-        stop_after: Option<usize>,
-        #[arg(long, value_enum, default_value = "cpu")]
-        backend: BackendKind,
-    },
+    Autoencoder(StageArgs),
     /// Stage 1b: train the NAOSD one-step generator from the stage-1a weights; writes
     /// RUN_DIR/naosd.safetensors.
-    Naosd {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        run_dir: PathBuf,
-        #[arg(long)]
-        resume: bool,
-        #[arg(long)]
-        stop_after: Option<usize>,
-        #[arg(long, value_enum, default_value = "cpu")]
-        backend: BackendKind,
-    },
+    Naosd(StageArgs),
     /// Write degraded LR/HR pairs (Real-ESRGAN second order) of a folder, to look at.
     Degrade {
         #[arg(long)]
@@ -116,6 +93,33 @@ enum Command {
     },
 }
 
+/// Arguments every training stage takes.
+#[derive(clap::Args)]
+struct StageArgs {
+    /// The stage's TOML config.
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// Continue from the newest intact checkpoint in RUN_DIR.
+    #[arg(long)]
+    resume: bool,
+    /// Stop with a checkpoint after this many steps (resume later on the same schedule).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
+}
+
+impl StageArgs {
+    fn limits(&self) -> RunLimits {
+        RunLimits {
+            resume: self.resume,
+            stop_after: self.stop_after,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ColourFixArg {
     None,
@@ -131,12 +135,6 @@ impl From<ColourFixArg> for ColourFix {
             ColourFixArg::Wavelet => ColourFix::Wavelet,
         }
     }
-}
-
-/// Parses a TOML config; unknown keys are errors, so a typo fails here and not mid-run.
-fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -165,29 +163,47 @@ fn main() -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Autoencoder { config, run_dir, resume, stop_after, backend } => {
-            let config = read_toml(&config)?;
-            let limits = RunLimits { resume, stop_after };
-            let out = dispatch(backend, RunAutoencoder { config, run_dir: &run_dir, limits })?;
-            println!("wrote {}", out.display());
+        Command::Autoencoder(args) => {
+            let task = RunAutoencoder {
+                config: read_toml(&args.config)?,
+                run_dir: &args.run_dir,
+                limits: args.limits(),
+            };
+            println!("wrote {}", dispatch(args.backend, task)?.display());
         }
-        Command::Naosd { config, run_dir, resume, stop_after, backend } => {
-            let config = read_toml(&config)?;
-            let limits = RunLimits { resume, stop_after };
-            let out = dispatch(backend, RunNaosd { config, run_dir: &run_dir, limits })?;
-            println!("wrote {}", out.display());
+        Command::Naosd(args) => {
+            let task = RunNaosd {
+                config: read_toml(&args.config)?,
+                run_dir: &args.run_dir,
+                limits: args.limits(),
+            };
+            println!("wrote {}", dispatch(args.backend, task)?.display());
         }
-        Command::Degrade { input, output, config, seed, crop, count } => {
+        Command::Degrade {
+            input,
+            output,
+            config,
+            seed,
+            crop,
+            count,
+        } => {
             let config = match config {
                 Some(path) => read_toml(&path)?,
                 None => DegradationConfig::default(),
             };
-            std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
+            std::fs::create_dir_all(&output)
+                .with_context(|| format!("cannot create {}", output.display()))?;
             let written = degrade_folder(&input, &output, &config, seed, crop, count)?;
             println!("wrote {written} LR/HR pairs to {}", output.display());
         }
         Command::Export { weights, out } => {
-            let size = dispatch(BackendKind::Cpu, ExportWeb { weights: &weights, out: &out })?;
+            let size = dispatch(
+                BackendKind::Cpu,
+                ExportWeb {
+                    weights: &weights,
+                    out: &out,
+                },
+            )?;
             println!("wrote {} ({size} bytes, f16)", out.display());
         }
         Command::Upscale {

@@ -16,7 +16,10 @@ pub fn luma_bt601(img: &Planar) -> Vec<f64> {
 
 fn cropped_luma(img: &Planar, border: usize) -> (Vec<f64>, usize, usize) {
     let y = luma_bt601(img);
-    let (w, h) = (img.width.saturating_sub(2 * border), img.height.saturating_sub(2 * border));
+    let (w, h) = (
+        img.width.saturating_sub(2 * border),
+        img.height.saturating_sub(2 * border),
+    );
     let mut out = Vec::with_capacity(w * h);
     for row in border..border + h {
         out.extend_from_slice(&y[row * img.width + border..row * img.width + border + w]);
@@ -33,7 +36,10 @@ fn check_pair(a: &Planar, b: &Planar, border: usize) {
         b.width,
         b.height
     );
-    assert!(a.width > 2 * border && a.height > 2 * border, "image smaller than the cropped border");
+    assert!(
+        a.width > 2 * border && a.height > 2 * border,
+        "image smaller than the cropped border"
+    );
 }
 
 /// PSNR of the Y channel in dB (infinite for identical images).
@@ -44,12 +50,18 @@ pub fn psnr_y(a: &Planar, b: &Planar, border: usize) -> f64 {
     check_pair(a, b, border);
     let (ya, _, _) = cropped_luma(a, border);
     let (yb, _, _) = cropped_luma(b, border);
-    let mse = ya.iter().zip(&yb).map(|(p, q)| (p - q).powi(2)).sum::<f64>() / ya.len() as f64;
+    let mse = ya
+        .iter()
+        .zip(&yb)
+        .map(|(p, q)| (p - q).powi(2))
+        .sum::<f64>()
+        / ya.len() as f64;
     10.0 * (255.0f64.powi(2) / mse).log10()
 }
 
 fn gaussian_window() -> [f64; 11] {
-    let mut w = core::array::from_fn(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5f64.powi(2))).exp());
+    let mut w =
+        core::array::from_fn(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5f64.powi(2))).exp());
     let s: f64 = w.iter().sum();
     w.iter_mut().for_each(|v| *v /= s);
     w
@@ -81,7 +93,10 @@ pub fn ssim_y(a: &Planar, b: &Planar, border: usize) -> f64 {
     check_pair(a, b, border);
     let (ya, w, h) = cropped_luma(a, border);
     let (yb, _, _) = cropped_luma(b, border);
-    assert!(w >= 11 && h >= 11, "SSIM needs at least 11x11 pixels after the border crop");
+    assert!(
+        w >= 11 && h >= 11,
+        "SSIM needs at least 11x11 pixels after the border crop"
+    );
     let k = gaussian_window();
     let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<_>>();
     let (mu_a, ..) = filter_valid(&ya, w, h, &k);
@@ -140,7 +155,9 @@ mod tests {
     fn ssim_is_one_for_identical_and_drops_with_noise() {
         let a = image(32, 32, |c, x, y| ((x * 3 + y * 5 + c) % 11) as f32 / 11.0);
         assert!((ssim_y(&a, &a, 4) - 1.0).abs() < 1e-12);
-        let noisy = image(32, 32, |c, x, y| (a.get(c, x, y) + if (x * 7 + y * 3) % 2 == 0 { 0.1 } else { -0.1 }).clamp(0.0, 1.0));
+        let noisy = image(32, 32, |c, x, y| {
+            (a.get(c, x, y) + if (x * 7 + y * 3) % 2 == 0 { 0.1 } else { -0.1 }).clamp(0.0, 1.0)
+        });
         let s = ssim_y(&a, &noisy, 4);
         assert!(s < 0.95 && s > 0.0, "ssim {s}");
         // A constant brightness shift barely changes structure but lowers the luminance term.

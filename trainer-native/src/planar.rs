@@ -17,7 +17,11 @@ pub struct Planar {
 impl Planar {
     /// A black image.
     pub fn zeros(width: usize, height: usize) -> Self {
-        Self { width, height, data: vec![0.0; 3 * width * height] }
+        Self {
+            width,
+            height,
+            data: vec![0.0; 3 * width * height],
+        }
     }
 
     /// The value of channel `c` at `(x, y)`.
@@ -53,7 +57,9 @@ impl Planar {
         let (w, h) = (self.width, self.height);
         RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let i = y as usize * w + x as usize;
-            image::Rgb([0, 1, 2].map(|c| (self.data[c * w * h + i].clamp(0.0, 1.0) * 255.0).round() as u8))
+            image::Rgb(
+                [0, 1, 2].map(|c| (self.data[c * w * h + i].clamp(0.0, 1.0) * 255.0).round() as u8),
+            )
         })
     }
 
@@ -62,7 +68,10 @@ impl Planar {
     /// # Panics
     /// When the window is not inside the image.
     pub fn crop(&self, x0: usize, y0: usize, width: usize, height: usize) -> Self {
-        assert!(x0 + width <= self.width && y0 + height <= self.height, "crop outside the image");
+        assert!(
+            x0 + width <= self.width && y0 + height <= self.height,
+            "crop outside the image"
+        );
         let mut out = Self::zeros(width, height);
         for c in 0..3 {
             for y in 0..height {

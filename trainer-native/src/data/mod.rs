@@ -31,7 +31,9 @@ pub fn list_images(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
@@ -86,19 +88,35 @@ impl ImageFolder {
         let total = decoded.len();
         let (names, images): (Vec<_>, Vec<_>) = decoded
             .into_iter()
-            .filter(|(_, img)| img.width() as usize >= min_side && img.height() as usize >= min_side)
+            .filter(|(_, img)| {
+                img.width() as usize >= min_side && img.height() as usize >= min_side
+            })
             .unzip();
         if images.len() < total {
-            tracing::info!("{}: skipped {} images smaller than {min_side} px", root.display(), total - images.len());
+            tracing::info!(
+                "{}: skipped {} images smaller than {min_side} px",
+                root.display(),
+                total - images.len()
+            );
         }
-        anyhow::ensure!(!images.is_empty(), "{}: no image of at least {min_side}x{min_side} px", root.display());
-        Ok(Self { images: Arc::new(images), names: Arc::new(names) })
+        anyhow::ensure!(
+            !images.is_empty(),
+            "{}: no image of at least {min_side}x{min_side} px",
+            root.display()
+        );
+        Ok(Self {
+            images: Arc::new(images),
+            names: Arc::new(names),
+        })
     }
 
     /// An in-memory dataset (tests, generated data).
     pub fn from_images(images: Vec<RgbImage>) -> Self {
         let names = (0..images.len()).map(|i| format!("image-{i}")).collect();
-        Self { images: Arc::new(images), names: Arc::new(names) }
+        Self {
+            images: Arc::new(images),
+            names: Arc::new(names),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -122,8 +140,15 @@ impl ImageFolder {
     pub fn random_crop(&self, crop: usize, rng: &mut impl Rng) -> Planar {
         let img = &self.images[rng.random_range(0..self.images.len())];
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let (x0, y0) = (rng.random_range(0..=w - crop), rng.random_range(0..=h - crop));
-        let (hflip, vflip, transpose) = (rng.random_bool(0.5), rng.random_bool(0.5), rng.random_bool(0.5));
+        let (x0, y0) = (
+            rng.random_range(0..=w - crop),
+            rng.random_range(0..=h - crop),
+        );
+        let (hflip, vflip, transpose) = (
+            rng.random_bool(0.5),
+            rng.random_bool(0.5),
+            rng.random_bool(0.5),
+        );
         let mut out = Planar::zeros(crop, crop);
         for y in 0..crop {
             for x in 0..crop {
@@ -164,16 +189,31 @@ impl HostBatch {
         let (width, height) = (images[0].width, images[0].height);
         let mut data = Vec::with_capacity(images.len() * 3 * width * height);
         for img in images {
-            assert!(img.width == width && img.height == height, "batch images differ in size");
+            assert!(
+                img.width == width && img.height == height,
+                "batch images differ in size"
+            );
             data.extend(img.data.iter().map(|v| v * 2.0 - 1.0));
         }
-        Self { step, count: images.len(), height, width, data }
+        Self {
+            step,
+            count: images.len(),
+            height,
+            width,
+            data,
+        }
     }
 
     /// The batch as a `[count, 3, height, width]` tensor.
-    pub fn to_tensor<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> burn::tensor::Tensor<B, 4> {
+    pub fn to_tensor<B: burn::tensor::backend::Backend>(
+        &self,
+        device: &B::Device,
+    ) -> burn::tensor::Tensor<B, 4> {
         let shape = [self.count, 3, self.height, self.width];
-        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(self.data.clone(), shape), device)
+        burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(self.data.clone(), shape),
+            device,
+        )
     }
 }
 
@@ -185,7 +225,12 @@ pub struct Prefetcher<T: Send + 'static> {
 
 impl<T: Send + 'static> Prefetcher<T> {
     /// `make(step)` builds the batch of one step (it may use rayon inside).
-    pub fn new(start: usize, end: usize, depth: usize, make: impl Fn(usize) -> anyhow::Result<T> + Send + 'static) -> Self {
+    pub fn new(
+        start: usize,
+        end: usize,
+        depth: usize,
+        make: impl Fn(usize) -> anyhow::Result<T> + Send + 'static,
+    ) -> Self {
         let (sender, receiver): (SyncSender<_>, _) = sync_channel(depth.max(1));
         let worker = std::thread::spawn(move || {
             for step in start..end {
@@ -194,7 +239,10 @@ impl<T: Send + 'static> Prefetcher<T> {
                 }
             }
         });
-        Self { receiver, _worker: worker }
+        Self {
+            receiver,
+            _worker: worker,
+        }
     }
 
     /// The next batch, in step order.
@@ -232,7 +280,8 @@ mod tests {
     #[test]
     fn crops_hold_pixels_of_the_source() {
         // A constant image: every crop of it is that constant, whatever the flips.
-        let f = ImageFolder::from_images(vec![RgbImage::from_pixel(9, 9, image::Rgb([255, 0, 51]))]);
+        let f =
+            ImageFolder::from_images(vec![RgbImage::from_pixel(9, 9, image::Rgb([255, 0, 51]))]);
         let c = f.random_crop(4, &mut item_rng(0, 0, 0));
         assert!(c.plane(0).iter().all(|&v| v == 1.0));
         assert!(c.plane(2).iter().all(|&v| (v - 0.2).abs() < 1e-6));
@@ -248,7 +297,11 @@ mod tests {
 
     #[test]
     fn stack_maps_to_minus_one_one() {
-        let img = Planar { width: 1, height: 1, data: vec![0.0, 0.5, 1.0] };
+        let img = Planar {
+            width: 1,
+            height: 1,
+            data: vec![0.0, 0.5, 1.0],
+        };
         let b = HostBatch::stack(0, &[img.clone(), img]);
         assert_eq!(b.data, vec![-1.0, 0.0, 1.0, -1.0, 0.0, 1.0]);
     }

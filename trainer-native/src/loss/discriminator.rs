@@ -19,7 +19,9 @@ pub struct DiscriminatorConfig {
 
 impl Default for DiscriminatorConfig {
     fn default() -> Self {
-        Self { channels: vec![32, 64, 128] }
+        Self {
+            channels: vec![32, 64, 128],
+        }
     }
 }
 
@@ -47,7 +49,9 @@ impl DiscriminatorConfig {
             norms.push(GroupNormConfig::new(8.min(c), c).init(device));
             inputs = c;
         }
-        let head = Conv2dConfig::new([inputs, 1], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+        let head = Conv2dConfig::new([inputs, 1], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device);
         Discriminator { convs, norms, head }
     }
 }
@@ -71,8 +75,12 @@ impl<B: Backend> Discriminator<B> {
 }
 
 /// Hinge loss of the discriminator: `relu(1 - D(real)) + relu(1 + D(fake))`.
-pub fn hinge_discriminator_loss<B: Backend>(real_logits: Tensor<B, 4>, fake_logits: Tensor<B, 4>) -> Tensor<B, 1> {
-    activation::relu(real_logits.neg().add_scalar(1.0)).mean() + activation::relu(fake_logits.add_scalar(1.0)).mean()
+pub fn hinge_discriminator_loss<B: Backend>(
+    real_logits: Tensor<B, 4>,
+    fake_logits: Tensor<B, 4>,
+) -> Tensor<B, 1> {
+    activation::relu(real_logits.neg().add_scalar(1.0)).mean()
+        + activation::relu(fake_logits.add_scalar(1.0)).mean()
 }
 
 /// Generator's adversarial loss: `-D(fake)`.
@@ -93,8 +101,11 @@ mod tests {
         assert_eq!(d.forward(x).dims(), [2, 1, 4, 4]);
         // Perfectly separated logits give zero hinge loss; confused ones give 2.
         let ones = Tensor::<Flex, 4>::ones([1, 1, 2, 2], &device);
-        let zero: f32 = hinge_discriminator_loss(ones.clone().mul_scalar(2.0), ones.clone().mul_scalar(-2.0)).into_scalar();
-        let two: f32 = hinge_discriminator_loss(ones.clone().mul_scalar(0.0), ones.mul_scalar(0.0)).into_scalar();
+        let zero: f32 =
+            hinge_discriminator_loss(ones.clone().mul_scalar(2.0), ones.clone().mul_scalar(-2.0))
+                .into_scalar();
+        let two: f32 = hinge_discriminator_loss(ones.clone().mul_scalar(0.0), ones.mul_scalar(0.0))
+            .into_scalar();
         assert_eq!((zero, two), (0.0, 2.0));
     }
 }

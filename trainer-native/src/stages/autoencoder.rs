@@ -26,7 +26,7 @@ use crate::{
     metrics::{psnr_y, ssim_y},
     planar::Planar,
     stages::validation_crops,
-    train::{Losses, RunLimits, Stage, TrainOptions, fit},
+    train::{Losses, RunLimits, Stage, TrainOptions, fit, on_private_pool, seeded},
 };
 
 /// Loss weights of the autoencoder stage.
@@ -41,7 +41,12 @@ pub struct AutoencoderLoss {
 
 impl Default for AutoencoderLoss {
     fn default() -> Self {
-        Self { l1: 1.0, ms_ssim: 0.2, gradient: 0.5, latent: 1e-4 }
+        Self {
+            l1: 1.0,
+            ms_ssim: 0.2,
+            gradient: 0.5,
+            latent: 1e-4,
+        }
     }
 }
 
@@ -78,13 +83,22 @@ impl AutoencoderStage {
     pub fn new(config: AutoencoderConfig, dataset: ImageFolder) -> anyhow::Result<Self> {
         let model_config = ModelConfig::preset(&config.preset)?;
         let m = model_config.size_multiple();
-        anyhow::ensure!(config.crop >= m && config.crop % m == 0, "crop {} must be a positive multiple of {m}", config.crop);
+        anyhow::ensure!(
+            config.crop >= m && config.crop % m == 0,
+            "crop {} must be a positive multiple of {m}",
+            config.crop
+        );
         config.train.validate()?;
         let validation = match &config.validation {
             Some(dir) => validation_crops(dir, m, 256, 8)?,
             None => Vec::new(),
         };
-        Ok(Self { config, model_config, dataset, validation })
+        Ok(Self {
+            config,
+            model_config,
+            dataset,
+            validation,
+        })
     }
 
     pub fn model_config(&self) -> &ModelConfig {
@@ -92,12 +106,20 @@ impl AutoencoderStage {
     }
 
     /// `k = 1 / std(E(x))` over `batches` training batches (a fixed seed, independent of training).
-    pub fn estimate_latent_scale<B: Backend>(&self, model: &Naosd<B>, batches: usize, device: &B::Device) -> f64 {
+    pub fn estimate_latent_scale<B: Backend>(
+        &self,
+        model: &Naosd<B>,
+        batches: usize,
+        device: &B::Device,
+    ) -> f64 {
         let make = self.batch_maker_inner();
         let (mut sum, mut sum_sq, mut n) = (0.0f64, 0.0f64, 0usize);
         for i in 0..batches {
             let batch = make(usize::MAX - i).expect("in-memory batches cannot fail");
-            let z = model.autoencoder.encoder.forward(batch.to_tensor::<B>(device));
+            let z = model
+                .autoencoder
+                .encoder
+                .forward(batch.to_tensor::<B>(device));
             let values: Vec<f32> = z.into_data().convert::<f32>().to_vec().expect("f32 data");
             n += values.len();
             for v in values {
@@ -111,7 +133,12 @@ impl AutoencoderStage {
     }
 
     fn batch_maker_inner(&self) -> impl Fn(usize) -> anyhow::Result<HostBatch> + Send + 'static {
-        let (dataset, crop, batch, seed) = (self.dataset.clone(), self.config.crop, self.config.train.batch, self.config.train.seed);
+        let (dataset, crop, batch, seed) = (
+            self.dataset.clone(),
+            self.config.crop,
+            self.config.train.batch,
+            self.config.train.seed,
+        );
         move |step| {
             let crops: Vec<Planar> = (0..batch)
                 .into_par_iter()
@@ -151,10 +178,23 @@ impl<B: AutodiffBackend> Stage<B> for AutoencoderStage {
             + ssim.clone().mul_scalar(w.ms_ssim)
             + gradient.clone().mul_scalar(w.gradient)
             + latent.clone().mul_scalar(w.latent);
-        Losses { total, terms: vec![("l1", pixel), ("ms_ssim", ssim), ("gradient", gradient), ("latent_sq", latent)] }
+        Losses {
+            total,
+            terms: vec![
+                ("l1", pixel),
+                ("ms_ssim", ssim),
+                ("gradient", gradient),
+                ("latent_sq", latent),
+            ],
+        }
     }
 
-    fn validate(&self, ema: &<Naosd<B> as AutodiffModule<B>>::InnerModule, step: usize, out_dir: &Path) -> anyhow::Result<Vec<(String, f64)>> {
+    fn validate(
+        &self,
+        ema: &<Naosd<B> as AutodiffModule<B>>::InnerModule,
+        step: usize,
+        out_dir: &Path,
+    ) -> anyhow::Result<Vec<(String, f64)>> {
         if self.validation.is_empty() {
             return Ok(Vec::new());
         }
@@ -162,23 +202,34 @@ impl<B: AutodiffBackend> Stage<B> for AutoencoderStage {
         let (mut psnr, mut ssim) = (0.0, 0.0);
         for (i, hr) in self.validation.iter().enumerate() {
             let x = planars_to_tensor::<B::InnerBackend>(std::slice::from_ref(hr), &device);
-            let recon = ema.autoencoder.decoder.forward(ema.autoencoder.encoder.forward(x));
+            let recon = ema
+                .autoencoder
+                .decoder
+                .forward(ema.autoencoder.encoder.forward(x));
             let recon = tensor_to_planars(recon.clamp(-1.0, 1.0))?.remove(0);
             psnr += psnr_y(&recon, hr, 4);
             ssim += ssim_y(&recon, hr, 4);
             if i == 0 {
-                hstack(&[hr, &recon]).to_rgb8().save(out_dir.join(format!("autoencoder-{step:07}.png")))?;
+                hstack(&[hr, &recon])
+                    .to_rgb8()
+                    .save(out_dir.join(format!("autoencoder-{step:07}.png")))?;
             }
         }
         let n = self.validation.len() as f64;
-        Ok(vec![("val_psnr_y".into(), psnr / n), ("val_ssim_y".into(), ssim / n)])
+        Ok(vec![
+            ("val_psnr_y".into(), psnr / n),
+            ("val_ssim_y".into(), ssim / n),
+        ])
     }
 }
 
 /// A randomly initialised model for the stage, seeded.
-pub fn init_model<B: Backend>(config: &ModelConfig, seed: u64, device: &B::Device) -> anyhow::Result<Naosd<B>> {
-    B::seed(device, seed);
-    Ok(config.init::<B>(device)?)
+pub fn init_model<B: Backend>(
+    config: &ModelConfig,
+    seed: u64,
+    device: &B::Device,
+) -> anyhow::Result<Naosd<B>> {
+    Ok(seeded::<B, _>(device, seed, || config.init::<B>(device))?)
 }
 
 /// Runs the whole stage: trains (or resumes), estimates k on the EMA weights, and writes
@@ -186,12 +237,17 @@ pub fn init_model<B: Backend>(config: &ModelConfig, seed: u64, device: &B::Devic
 ///
 /// # Errors
 /// As [`fit`], plus export errors.
-pub fn run<B: Backend>(config: AutoencoderConfig, run_dir: &Path, limits: RunLimits, device: &B::Device) -> anyhow::Result<PathBuf> {
+pub fn run<B: Backend>(
+    config: AutoencoderConfig,
+    run_dir: &Path,
+    limits: RunLimits,
+    device: &B::Device,
+) -> anyhow::Result<PathBuf> {
     let dataset = ImageFolder::load(&config.data, config.crop)?;
-    let seed = config.train.seed;
+    let (seed, threads) = (config.train.seed, config.train.threads);
     let stage = AutoencoderStage::new(config, dataset)?;
     let model = init_model::<Autodiff<B>>(stage.model_config(), seed, device)?;
-    let fitted = fit(&stage, model, run_dir, limits, device)?;
+    let fitted = on_private_pool(threads, || fit(&stage, model, run_dir, limits, device))?;
     let mut ema = fitted.ema;
     let k = stage.estimate_latent_scale(&ema, 4, device);
     ema.set_latent_scale(k)?;

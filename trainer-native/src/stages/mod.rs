@@ -14,7 +14,12 @@ use crate::{data::ImageFolder, planar::Planar};
 ///
 /// # Errors
 /// When the folder cannot be read or has no image of at least `multiple` px.
-pub fn validation_crops(folder: &Path, multiple: usize, max_side: usize, max_images: usize) -> anyhow::Result<Vec<Planar>> {
+pub fn validation_crops(
+    folder: &Path,
+    multiple: usize,
+    max_side: usize,
+    max_images: usize,
+) -> anyhow::Result<Vec<Planar>> {
     let images = ImageFolder::load(folder, multiple)?;
     Ok((0..images.len().min(max_images))
         .map(|i| {

@@ -7,8 +7,9 @@
 //!
 //! The reference loss (MSE + LPIPS + a distribution-matching loss against frozen SD-2.1) is
 //! replaced by weight-free terms: L1 + multi-scale SSIM + Sobel gradient loss on SR, an MSE
-//! between z0 and the clean latent `k E(HR)` (a stop-gradient target that tells the one-step
-//! denoiser where the clean latent is), and a hinge adversarial loss against a PatchGAN
+//! between z0 and the clean latent `k E0(HR)` of the frozen stage-1a encoder E0 (the latent
+//! the frozen decoder was trained to decode; a moving target from the training E would drift
+//! in scale), and a hinge adversarial loss against a PatchGAN
 //! discriminator trained from scratch in the same backward pass (its parameters see only the
 //! discriminator loss: the generator's adversarial term goes through a gradient-free copy).
 
@@ -21,7 +22,10 @@ use burn::{
     record::{BinFileRecorder, FullPrecisionSettings},
     tensor::{backend::AutodiffBackend, backend::Backend},
 };
-use model::{ModelConfig, Naosd, NaosdOptions, NoiseField, NoiseWindow, StoredPrecision, load_weights, save_weights};
+use model::{
+    ModelConfig, Naosd, NaosdOptions, NoiseField, NoiseWindow, StoredPrecision, load_weights,
+    save_weights,
+};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -32,13 +36,18 @@ use crate::{
     export::write_atomically,
     image_io::{hstack, planars_to_tensor, tensor_to_planars},
     loss::{
-        discriminator::{Discriminator, DiscriminatorConfig, generator_adversarial_loss, hinge_discriminator_loss},
+        discriminator::{
+            Discriminator, DiscriminatorConfig, generator_adversarial_loss,
+            hinge_discriminator_loss,
+        },
         gradient_loss, l1, multiscale_ssim_loss,
     },
     metrics::{psnr_y, ssim_y},
     planar::Planar,
     stages::validation_crops,
-    train::{Losses, RunLimits, Stage, TrainOptions, clip_global_norm, fit},
+    train::{
+        Losses, RunLimits, Stage, TrainOptions, clip_global_norm, fit, on_private_pool, seeded,
+    },
 };
 
 /// Loss weights of the NAOSD stage.
@@ -56,7 +65,14 @@ pub struct NaosdLoss {
 
 impl Default for NaosdLoss {
     fn default() -> Self {
-        Self { l1: 1.0, ms_ssim: 0.2, gradient: 0.5, latent: 0.5, adversarial: 0.02, adversarial_start: 0 }
+        Self {
+            l1: 1.0,
+            ms_ssim: 0.2,
+            gradient: 0.5,
+            latent: 0.5,
+            adversarial: 0.02,
+            adversarial_start: 0,
+        }
     }
 }
 
@@ -90,11 +106,13 @@ fn default_t_diff() -> usize {
     100
 }
 
-/// Generator and discriminator, trained together.
+/// Generator and discriminator, trained together, and the frozen stage-1a encoder that
+/// defines the clean latent target (the frozen decoder was trained on its latents).
 #[derive(Module, Debug)]
 pub struct NaosdGan<B: Backend> {
     pub generator: Naosd<B>,
     pub discriminator: Discriminator<B>,
+    pub target_encoder: model::autoencoder::Encoder<B>,
 }
 
 /// HR crops and their degraded LR, as host data.
@@ -116,27 +134,44 @@ pub struct NaosdStage {
 impl NaosdStage {
     /// # Errors
     /// Bad config values, unreadable data.
-    pub fn new(config: NaosdConfig, model_config: ModelConfig, dataset: ImageFolder) -> anyhow::Result<Self> {
+    pub fn new(
+        config: NaosdConfig,
+        model_config: ModelConfig,
+        dataset: ImageFolder,
+    ) -> anyhow::Result<Self> {
         config.train.validate()?;
         config.degradation.validate()?;
         let scale = config.degradation.scale;
         let m = model_config.size_multiple();
-        anyhow::ensure!(config.crop % scale == 0 && config.crop / scale >= 4, "crop {} must be a multiple of the scale {scale}", config.crop);
-        anyhow::ensure!(config.t_add < 1000 && config.t_diff < 1000, "timesteps must be below 1000");
+        anyhow::ensure!(
+            config.crop % scale == 0 && config.crop / scale >= 4,
+            "crop {} must be a multiple of the scale {scale}",
+            config.crop
+        );
+        anyhow::ensure!(
+            config.t_add < 1000 && config.t_diff < 1000,
+            "timesteps must be below 1000"
+        );
         let validation = match &config.validation {
             Some(dir) => validation_crops(dir, m.max(scale * 4), 256, 8)?
                 .into_iter()
                 .enumerate()
                 .map(|(i, hr)| {
                     let mut rng = item_rng(0x5eed, u64::MAX, i as u64);
-                    let params = degrade::sample(&config.degradation, hr.width, hr.height, &mut rng);
+                    let params =
+                        degrade::sample(&config.degradation, hr.width, hr.height, &mut rng);
                     let lr = degrade::apply(&params, &hr)?;
                     Ok((hr, lr))
                 })
                 .collect::<anyhow::Result<_>>()?,
             None => Vec::new(),
         };
-        Ok(Self { config, model_config, dataset, validation })
+        Ok(Self {
+            config,
+            model_config,
+            dataset,
+            validation,
+        })
     }
 
     pub fn model_config(&self) -> &ModelConfig {
@@ -144,7 +179,12 @@ impl NaosdStage {
     }
 
     fn options(&self) -> NaosdOptions {
-        NaosdOptions { scale: self.config.degradation.scale, t_add: self.config.t_add, t_diff: self.config.t_diff, ..Default::default() }
+        NaosdOptions {
+            scale: self.config.degradation.scale,
+            t_add: self.config.t_add,
+            t_diff: self.config.t_diff,
+            ..Default::default()
+        }
     }
 }
 
@@ -161,7 +201,12 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
     }
 
     fn batch_maker(&self) -> Box<dyn Fn(usize) -> anyhow::Result<NaosdBatch> + Send> {
-        let (dataset, crop, batch, seed) = (self.dataset.clone(), self.config.crop, self.config.train.batch, self.config.train.seed);
+        let (dataset, crop, batch, seed) = (
+            self.dataset.clone(),
+            self.config.crop,
+            self.config.train.batch,
+            self.config.train.seed,
+        );
         let degradation = self.config.degradation.clone();
         Box::new(move |step| {
             let pairs: Vec<(Planar, Planar)> = (0..batch)
@@ -175,7 +220,11 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
                 })
                 .collect::<anyhow::Result<_>>()?;
             let (hr, lr): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
-            Ok(NaosdBatch { step, hr: HostBatch::stack(step, &hr), lr: HostBatch::stack(step, &lr) })
+            Ok(NaosdBatch {
+                step,
+                hr: HostBatch::stack(step, &hr),
+                lr: HostBatch::stack(step, &lr),
+            })
         })
     }
 
@@ -189,11 +238,31 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         let lr_up = model::resample::bicubic_upsample(lr, scale);
         let z_lr = generator.encode(lr_up);
         let [n, c, h, wd] = z_lr.dims();
-        let window = NoiseWindow { stream: 0, channels: c, height: h, width: wd, origin: (0, 0) };
-        let eps = NoiseField::new(self.config.train.seed ^ 0x6e61_6f73_6400).tensor::<B>(n, (batch.step * n) as u64, window, device);
-        let z0 = generator.one_step(z_lr, eps, self.config.t_add, self.config.t_diff).expect("timesteps validated");
-        let sr = generator.autoencoder.decoder.forward(z0.clone().div_scalar(generator.config().latent_scale));
-        let z_hr = generator.encode(hr.clone()).detach();
+        let window = NoiseWindow {
+            stream: 0,
+            channels: c,
+            height: h,
+            width: wd,
+            origin: (0, 0),
+        };
+        let eps = NoiseField::new(self.config.train.seed ^ 0x6e61_6f73_6400).tensor::<B>(
+            n,
+            (batch.step * n) as u64,
+            window,
+            device,
+        );
+        let z0 = generator
+            .one_step(z_lr, eps, self.config.t_add, self.config.t_diff)
+            .expect("timesteps validated");
+        let sr = generator
+            .autoencoder
+            .decoder
+            .forward(z0.clone().div_scalar(generator.config().latent_scale));
+        let z_hr = model
+            .target_encoder
+            .forward(hr.clone())
+            .mul_scalar(generator.config().latent_scale)
+            .detach();
 
         let pixel = l1(sr.clone(), hr.clone());
         let ssim = multiscale_ssim_loss(sr.clone(), hr.clone());
@@ -201,10 +270,17 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         let latent = (z0 - z_hr).powi_scalar(2).mean();
         // Adversarial: the discriminator learns on (HR, detached SR); the generator is scored
         // by a gradient-free copy, so its term moves only the generator.
-        let d_loss = hinge_discriminator_loss(model.discriminator.forward(hr), model.discriminator.forward(sr.clone().detach()));
+        let d_loss = hinge_discriminator_loss(
+            model.discriminator.forward(hr),
+            model.discriminator.forward(sr.clone().detach()),
+        );
         let frozen = model.discriminator.clone().no_grad();
         let g_adv = generator_adversarial_loss(frozen.forward(sr));
-        let adv_weight = if batch.step >= w.adversarial_start { w.adversarial } else { 0.0 };
+        let adv_weight = if batch.step >= w.adversarial_start {
+            w.adversarial
+        } else {
+            0.0
+        };
         let total = pixel.clone().mul_scalar(w.l1)
             + ssim.clone().mul_scalar(w.ms_ssim)
             + gradient.clone().mul_scalar(w.gradient)
@@ -213,17 +289,34 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
             + d_loss.clone();
         Losses {
             total,
-            terms: vec![("l1", pixel), ("ms_ssim", ssim), ("gradient", gradient), ("latent_mse", latent), ("g_adv", g_adv), ("d_hinge", d_loss)],
+            terms: vec![
+                ("l1", pixel),
+                ("ms_ssim", ssim),
+                ("gradient", gradient),
+                ("latent_mse", latent),
+                ("g_adv", g_adv),
+                ("d_hinge", d_loss),
+            ],
         }
     }
 
-    fn clip(&self, model: &NaosdGan<B>, grads: GradientsParams, max_norm: f64) -> (GradientsParams, f64) {
+    fn clip(
+        &self,
+        model: &NaosdGan<B>,
+        grads: GradientsParams,
+        max_norm: f64,
+    ) -> (GradientsParams, f64) {
         let (grads, generator) = clip_global_norm(&model.generator, grads, max_norm);
         let (grads, discriminator) = clip_global_norm(&model.discriminator, grads, max_norm);
         (grads, generator.max(discriminator))
     }
 
-    fn validate(&self, ema: &NaosdGan<B::InnerBackend>, step: usize, out_dir: &Path) -> anyhow::Result<Vec<(String, f64)>> {
+    fn validate(
+        &self,
+        ema: &NaosdGan<B::InnerBackend>,
+        step: usize,
+        out_dir: &Path,
+    ) -> anyhow::Result<Vec<(String, f64)>> {
         if self.validation.is_empty() {
             return Ok(Vec::new());
         }
@@ -232,14 +325,17 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         let (mut psnr, mut ssim, mut psnr_bicubic) = (0.0, 0.0, 0.0);
         for (i, (hr, lr)) in self.validation.iter().enumerate() {
             let lr_t = planars_to_tensor::<B::InnerBackend>(std::slice::from_ref(lr), &device);
-            let bicubic = model::resample::bicubic_upsample(lr_t.clone(), options.scale).clamp(-1.0, 1.0);
+            let bicubic =
+                model::resample::bicubic_upsample(lr_t.clone(), options.scale).clamp(-1.0, 1.0);
             let bicubic = tensor_to_planars(bicubic)?.remove(0);
             let sr = tensor_to_planars(ema.generator.upscale(lr_t, &options)?)?.remove(0);
             psnr += psnr_y(&sr, hr, options.scale);
             ssim += ssim_y(&sr, hr, options.scale);
             psnr_bicubic += psnr_y(&bicubic, hr, options.scale);
             if i == 0 {
-                hstack(&[&bicubic, &sr, hr]).to_rgb8().save(out_dir.join(format!("naosd-{step:07}.png")))?;
+                hstack(&[&bicubic, &sr, hr])
+                    .to_rgb8()
+                    .save(out_dir.join(format!("naosd-{step:07}.png")))?;
             }
         }
         let n = self.validation.len() as f64;
@@ -256,23 +352,50 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
 ///
 /// # Errors
 /// As [`fit`], plus weight-file and export errors.
-pub fn run<B: Backend>(config: NaosdConfig, run_dir: &Path, limits: RunLimits, device: &B::Device) -> anyhow::Result<PathBuf> {
+pub fn run<B: Backend>(
+    config: NaosdConfig,
+    run_dir: &Path,
+    limits: RunLimits,
+    device: &B::Device,
+) -> anyhow::Result<PathBuf> {
     type Ad<B> = Autodiff<B>;
-    let bytes = std::fs::read(&config.init).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.init.display()))?;
-    B::seed(device, config.train.seed);
+    let bytes = std::fs::read(&config.init)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.init.display()))?;
     let mut generator = load_weights::<Ad<B>>(&bytes, device)?;
     generator.autoencoder.decoder = generator.autoencoder.decoder.no_grad();
-    let discriminator = config.discriminator.init::<Ad<B>>(device);
+    let discriminator = seeded::<Ad<B>, _>(device, config.train.seed, || {
+        config.discriminator.init::<Ad<B>>(device)
+    });
+    let target_encoder = generator.autoencoder.encoder.clone().no_grad();
     let dataset = ImageFolder::load(&config.data, config.crop)?;
+    let threads = config.train.threads;
     let stage = NaosdStage::new(config, generator.config().clone(), dataset)?;
-    let fitted = fit(&stage, NaosdGan { generator, discriminator }, run_dir, limits, device)?;
+    let fitted = on_private_pool(threads, || {
+        fit(
+            &stage,
+            NaosdGan {
+                generator,
+                discriminator,
+                target_encoder,
+            },
+            run_dir,
+            limits,
+            device,
+        )
+    })?;
     let out = run_dir.join("naosd.safetensors");
-    write_atomically(&out, &save_weights(&fitted.ema.generator, StoredPrecision::F32)?)?;
+    write_atomically(
+        &out,
+        &save_weights(&fitted.ema.generator, StoredPrecision::F32)?,
+    )?;
     fitted
         .ema
         .discriminator
         .clone()
-        .save_file(run_dir.join("discriminator"), &BinFileRecorder::<FullPrecisionSettings>::new())
+        .save_file(
+            run_dir.join("discriminator"),
+            &BinFileRecorder::<FullPrecisionSettings>::new(),
+        )
         .map_err(|e| anyhow::anyhow!("cannot save the discriminator: {e:?}"))?;
     Ok(out)
 }

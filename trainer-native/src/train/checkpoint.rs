@@ -46,7 +46,10 @@ pub struct CheckpointStore {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sha256:{hex}")
 }
 
@@ -68,7 +71,10 @@ impl CheckpointStore {
     pub fn new(dir: impl Into<PathBuf>, keep: usize) -> anyhow::Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Self { dir, keep: keep.max(1) })
+        Ok(Self {
+            dir,
+            keep: keep.max(1),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,7 +90,12 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// IO errors (disk full, permissions), with the path.
-    pub fn save(&self, step: usize, state: BTreeMap<String, String>, parts: &[(&str, Vec<u8>)]) -> anyhow::Result<PathBuf> {
+    pub fn save(
+        &self,
+        step: usize,
+        state: BTreeMap<String, String>,
+        parts: &[(&str, Vec<u8>)],
+    ) -> anyhow::Result<PathBuf> {
         let final_dir = self.step_dir(step);
         let tmp_dir = self.dir.join(format!("step-{step:07}.partial"));
         let _ = fs::remove_dir_all(&tmp_dir);
@@ -99,8 +110,15 @@ impl CheckpointStore {
                 write_synced(&tmp_dir.join(format!("{name}.bin")), bytes)?;
                 hashes.insert(name.to_string(), sha256(bytes));
             }
-            let meta = CheckpointMeta { step, state, parts: hashes };
-            write_synced(&tmp_dir.join("meta.toml"), toml::to_string(&meta)?.as_bytes())?;
+            let meta = CheckpointMeta {
+                step,
+                state,
+                parts: hashes,
+            };
+            write_synced(
+                &tmp_dir.join("meta.toml"),
+                toml::to_string(&meta)?.as_bytes(),
+            )?;
             sync_dir(&tmp_dir);
             if final_dir.exists() {
                 fs::remove_dir_all(&final_dir)?;
@@ -108,14 +126,18 @@ impl CheckpointStore {
             fs::rename(&tmp_dir, &final_dir)?;
             sync_dir(&self.dir);
             let pointer = self.dir.join("latest.partial");
-            write_synced(&pointer, final_dir.file_name().expect("named").as_encoded_bytes())?;
+            write_synced(
+                &pointer,
+                final_dir.file_name().expect("named").as_encoded_bytes(),
+            )?;
             fs::rename(&pointer, self.dir.join("latest"))?;
             sync_dir(&self.dir);
             Ok(())
         })();
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp_dir);
-            return Err(e).with_context(|| format!("cannot write checkpoint {}", final_dir.display()));
+            return Err(e)
+                .with_context(|| format!("cannot write checkpoint {}", final_dir.display()));
         }
         self.prune();
         Ok(final_dir)
@@ -156,18 +178,27 @@ impl CheckpointStore {
     /// Missing files or a part whose hash does not match.
     pub fn load_dir(dir: &Path) -> anyhow::Result<LoadedCheckpoint> {
         let meta: CheckpointMeta = toml::from_str(
-            &fs::read_to_string(dir.join("meta.toml")).with_context(|| format!("{}: no meta.toml", dir.display()))?,
+            &fs::read_to_string(dir.join("meta.toml"))
+                .with_context(|| format!("{}: no meta.toml", dir.display()))?,
         )
         .with_context(|| format!("{}: bad meta.toml", dir.display()))?;
         let mut parts = BTreeMap::new();
         for (name, hash) in &meta.parts {
-            let bytes = fs::read(dir.join(format!("{name}.bin"))).with_context(|| format!("{}: part {name}", dir.display()))?;
+            let bytes = fs::read(dir.join(format!("{name}.bin")))
+                .with_context(|| format!("{}: part {name}", dir.display()))?;
             if &sha256(&bytes) != hash {
-                bail!("{}: part `{name}` is corrupted (hash mismatch)", dir.display());
+                bail!(
+                    "{}: part `{name}` is corrupted (hash mismatch)",
+                    dir.display()
+                );
             }
             parts.insert(name.clone(), bytes);
         }
-        Ok(LoadedCheckpoint { meta, parts, dir: dir.to_path_buf() })
+        Ok(LoadedCheckpoint {
+            meta,
+            parts,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The newest intact checkpoint, if any (a corrupted newest one is skipped with a warning).
@@ -209,7 +240,12 @@ mod tests {
         assert!(s.latest().unwrap().is_none());
         for step in [10, 20, 30] {
             let state = BTreeMap::from([("k".to_string(), format!("{step}"))]);
-            s.save(step, state, &[("model", vec![step as u8; 100]), ("optim", vec![1, 2, 3])]).unwrap();
+            s.save(
+                step,
+                state,
+                &[("model", vec![step as u8; 100]), ("optim", vec![1, 2, 3])],
+            )
+            .unwrap();
         }
         let latest = s.latest().unwrap().unwrap();
         assert_eq!(latest.meta.step, 30);
@@ -222,8 +258,10 @@ mod tests {
     #[test]
     fn corrupted_or_half_written_checkpoints_fall_back() {
         let s = store("corrupt", 3);
-        s.save(1, BTreeMap::new(), &[("model", vec![1; 64])]).unwrap();
-        s.save(2, BTreeMap::new(), &[("model", vec![2; 64])]).unwrap();
+        s.save(1, BTreeMap::new(), &[("model", vec![1; 64])])
+            .unwrap();
+        s.save(2, BTreeMap::new(), &[("model", vec![2; 64])])
+            .unwrap();
         // Flip a byte of the newest part: it is skipped.
         let part = s.dir().join("step-0000002/model.bin");
         let mut bytes = fs::read(&part).unwrap();
@@ -240,8 +278,12 @@ mod tests {
     #[test]
     fn a_failed_save_leaves_the_previous_checkpoint() {
         let s = store("fail", 3);
-        s.save(1, BTreeMap::new(), &[("model", vec![1; 8])]).unwrap();
-        assert!(s.save(2, BTreeMap::new(), &[("bad/name", vec![2; 8])]).is_err());
+        s.save(1, BTreeMap::new(), &[("model", vec![1; 8])])
+            .unwrap();
+        assert!(
+            s.save(2, BTreeMap::new(), &[("bad/name", vec![2; 8])])
+                .is_err()
+        );
         let latest = s.latest().unwrap().unwrap();
         assert_eq!(latest.meta.step, 1);
         assert!(!s.dir().join("step-0000002.partial").exists());

@@ -31,6 +31,22 @@ use checkpoint::CheckpointStore;
 pub use optim::clip_global_norm;
 use optim::{LrSchedule, ema_update};
 
+/// Runs `build` right after seeding the backend RNG, under a process-wide lock.
+///
+/// burn's backend RNGs are global to the process: without the lock, two runs initialising at
+/// the same time (parallel tests, several stages in one process) interleave their draws and a
+/// fixed seed no longer gives fixed weights.
+pub fn seeded<B: burn::tensor::backend::Backend, T>(
+    device: &B::Device,
+    seed: u64,
+    build: impl FnOnce() -> T,
+) -> T {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    build()
+}
+
 /// Optimisation and bookkeeping options common to every stage (the TOML `[train]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +79,11 @@ pub struct TrainOptions {
     /// Batches prepared ahead on the loader thread.
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+    /// Compute threads of the run's private pool (0: one per core). With 1, CPU runs are
+    /// bit-reproducible under any machine load; with more, burn-flex's parallel f32 sums can
+    /// differ in the last bits when the machine is oversubscribed (see `on_private_pool`).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 fn one() -> usize {
@@ -91,16 +112,30 @@ impl TrainOptions {
     /// # Errors
     /// For option values that cannot train.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.steps > 0 && self.batch > 0 && self.accumulate > 0, "steps, batch and accumulate must be positive");
+        anyhow::ensure!(
+            self.steps > 0 && self.batch > 0 && self.accumulate > 0,
+            "steps, batch and accumulate must be positive"
+        );
         anyhow::ensure!(self.lr > 0.0 && self.lr.is_finite(), "lr must be positive");
-        anyhow::ensure!((0.0..1.0).contains(&self.ema_decay), "ema_decay must be in [0, 1)");
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.ema_decay),
+            "ema_decay must be in [0, 1)"
+        );
         anyhow::ensure!(self.grad_clip > 0.0, "grad_clip must be positive");
-        anyhow::ensure!(self.checkpoint_every > 0 && self.validate_every > 0, "intervals must be positive");
+        anyhow::ensure!(
+            self.checkpoint_every > 0 && self.validate_every > 0,
+            "intervals must be positive"
+        );
         Ok(())
     }
 
     fn schedule(&self) -> LrSchedule {
-        LrSchedule { peak: self.lr, warmup_steps: self.warmup_steps, total_steps: self.steps, final_ratio: 0.1 }
+        LrSchedule {
+            peak: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            final_ratio: 0.1,
+        }
     }
 }
 
@@ -124,7 +159,12 @@ pub trait Stage<B: AutodiffBackend> {
     /// Clips the gradients; by default by the global norm of all of them. Stages that train
     /// several networks together (a GAN) clip each group separately, as separate optimizers
     /// would. Returns the norm before clipping (the largest group's).
-    fn clip(&self, model: &Self::Model, grads: GradientsParams, max_norm: f64) -> (GradientsParams, f64) {
+    fn clip(
+        &self,
+        model: &Self::Model,
+        grads: GradientsParams,
+        max_norm: f64,
+    ) -> (GradientsParams, f64) {
         clip_global_norm(model, grads, max_norm)
     }
     /// Validation with the EMA weights; returns named metrics and may write sample images.
@@ -146,12 +186,19 @@ pub struct Fitted<B: AutodiffBackend, M: AutodiffModule<B>> {
 
 type Bin = BinBytesRecorder<FullPrecisionSettings>;
 
-fn to_bytes<B: burn::tensor::backend::Backend, R: burn::record::Record<B>>(record: R) -> anyhow::Result<Vec<u8>> {
-    Recorder::<B>::record(&Bin::default(), record, ()).map_err(|e| anyhow::anyhow!("cannot serialise record: {e:?}"))
+fn to_bytes<B: burn::tensor::backend::Backend, R: burn::record::Record<B>>(
+    record: R,
+) -> anyhow::Result<Vec<u8>> {
+    Recorder::<B>::record(&Bin::default(), record, ())
+        .map_err(|e| anyhow::anyhow!("cannot serialise record: {e:?}"))
 }
 
-fn from_bytes<B: burn::tensor::backend::Backend, R: burn::record::Record<B>>(bytes: &[u8], device: &B::Device) -> anyhow::Result<R> {
-    Recorder::<B>::load(&Bin::default(), bytes.to_vec(), device).map_err(|e| anyhow::anyhow!("cannot read record: {e:?}"))
+fn from_bytes<B: burn::tensor::backend::Backend, R: burn::record::Record<B>>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> anyhow::Result<R> {
+    Recorder::<B>::load(&Bin::default(), bytes.to_vec(), device)
+        .map_err(|e| anyhow::anyhow!("cannot read record: {e:?}"))
 }
 
 fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
@@ -163,7 +210,11 @@ struct RunLog(BufWriter<File>);
 
 impl RunLog {
     fn open(path: &Path) -> anyhow::Result<Self> {
-        let f = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Self(BufWriter::new(f)))
     }
     fn write(&mut self, value: serde_json::Value) -> anyhow::Result<()> {
@@ -183,6 +234,29 @@ pub struct RunLimits {
     pub stop_after: Option<usize>,
 }
 
+/// Runs `f` on a rayon pool of its own. The CPU backend (burn-flex) parallelises some f32
+/// reductions with rayon, whose adaptive splitting follows work stealing: other work on a
+/// shared pool (a second run in the same process, parallel tests) can change the summation
+/// order and so the last bits of the result. A private pool keeps a run reproducible.
+///
+/// # Errors
+/// When the pool cannot be built, or `f` fails.
+pub fn on_private_pool<T: Send>(
+    threads: usize,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the compute threads")?;
+    pool.install(f)
+}
+
 /// Trains `model` with `stage` in `run_dir` (checkpoints in `run_dir/checkpoints`, the log in
 /// `run_dir/log.jsonl`, validation samples in `run_dir/samples`). With `limits.resume`,
 /// continues from the newest intact checkpoint; the result is bit-identical to an
@@ -199,7 +273,8 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
 ) -> anyhow::Result<Fitted<B, S::Model>> {
     let opts = stage.options().clone();
     opts.validate()?;
-    fs::create_dir_all(run_dir.join("samples")).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    fs::create_dir_all(run_dir.join("samples"))
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let store = CheckpointStore::new(run_dir.join("checkpoints"), opts.keep_checkpoints)?;
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(opts.weight_decay as f32)
@@ -211,20 +286,38 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
     if limits.resume {
         if let Some(ckpt) = store.latest()? {
             model = model.load_record(from_bytes::<B, _>(&ckpt.parts["model"], device)?);
-            ema = ema.load_record(from_bytes::<B::InnerBackend, _>(&ckpt.parts["ema"], device)?);
-            optimizer = optimizer.load_record(from_bytes::<B, _>(&ckpt.parts["optimizer"], device)?);
+            ema = ema.load_record(from_bytes::<B::InnerBackend, _>(
+                &ckpt.parts["ema"],
+                device,
+            )?);
+            optimizer =
+                optimizer.load_record(from_bytes::<B, _>(&ckpt.parts["optimizer"], device)?);
             start = ckpt.meta.step;
-            tracing::info!("{}: resumed from {} (step {start})", stage.name(), ckpt.dir.display());
+            tracing::info!(
+                "{}: resumed from {} (step {start})",
+                stage.name(),
+                ckpt.dir.display()
+            );
         }
     }
     let end = limits.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     if start >= end {
-        return Ok(Fitted { model, ema, steps: start, run_dir: run_dir.to_path_buf() });
+        return Ok(Fitted {
+            model,
+            ema,
+            steps: start,
+            run_dir: run_dir.to_path_buf(),
+        });
     }
 
     let schedule = opts.schedule();
     let mut log = RunLog::open(&run_dir.join("log.jsonl"))?;
-    let loader = Prefetcher::new(start * opts.accumulate, end * opts.accumulate, opts.prefetch, stage.batch_maker());
+    let loader = Prefetcher::new(
+        start * opts.accumulate,
+        end * opts.accumulate,
+        opts.prefetch,
+        stage.batch_maker(),
+    );
     let bar = indicatif::ProgressBar::new(opts.steps as u64).with_position(start as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
@@ -232,14 +325,26 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
             .progress_chars("=> "),
     );
     bar.set_prefix(stage.name());
-    let save = |step: usize, model: &S::Model, ema: &<S::Model as AutodiffModule<B>>::InnerModule, optimizer: &_| -> anyhow::Result<()> {
-        let optimizer: &burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, S::Model, B> = optimizer;
+    let save = |step: usize,
+                model: &S::Model,
+                ema: &<S::Model as AutodiffModule<B>>::InnerModule,
+                optimizer: &_|
+     -> anyhow::Result<()> {
+        let optimizer: &burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, S::Model, B> =
+            optimizer;
         let parts = [
             ("model", to_bytes::<B, _>(model.clone().into_record())?),
-            ("ema", to_bytes::<B::InnerBackend, _>(ema.clone().into_record())?),
+            (
+                "ema",
+                to_bytes::<B::InnerBackend, _>(ema.clone().into_record())?,
+            ),
             ("optimizer", to_bytes::<B, _>(optimizer.to_record())?),
         ];
-        store.save(step, BTreeMap::from([("stage".to_string(), stage.name().to_string())]), &parts)?;
+        store.save(
+            step,
+            BTreeMap::from([("stage".to_string(), stage.name().to_string())]),
+            &parts,
+        )?;
         Ok(())
     };
 
@@ -272,21 +377,33 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
         model = optimizer.step(lr, model, grads);
         ema = ema_update(ema, &model.valid(), opts.ema_decay);
         let done = step + 1;
-        let images_per_s = ((done - start) * opts.batch * opts.accumulate) as f64 / started.elapsed().as_secs_f64();
+        let images_per_s = ((done - start) * opts.batch * opts.accumulate) as f64
+            / started.elapsed().as_secs_f64();
         bar.set_position(done as u64);
-        bar.set_message(format!("loss {:.4} {:.1} img/s", logged["loss"], images_per_s));
+        bar.set_message(format!(
+            "loss {:.4} {:.1} img/s",
+            logged["loss"], images_per_s
+        ));
         let mut record = serde_json::json!({ "step": done, "lr": lr, "grad_norm": grad_norm, "images_per_s": images_per_s });
         for (k, v) in &logged {
             record[*k] = (*v).into();
         }
         log.write(record)?;
-        if done % opts.validate_every == 0 || done == opts.steps {
+        if done % opts.validate_every == 0 || done == end {
             let metrics = stage.validate(&ema, done, &run_dir.join("samples"))?;
             let mut record = serde_json::json!({ "step": done, "validation": true });
             for (k, v) in &metrics {
                 record[k.as_str()] = (*v).into();
             }
-            bar.println(format!("{} step {done}: {}", stage.name(), metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")));
+            bar.println(format!(
+                "{} step {done}: {}",
+                stage.name(),
+                metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             log.write(record)?;
         }
         if done % opts.checkpoint_every == 0 || done == end {
@@ -294,5 +411,10 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
         }
     }
     bar.finish();
-    Ok(Fitted { model, ema, steps: end, run_dir: run_dir.to_path_buf() })
+    Ok(Fitted {
+        model,
+        ema,
+        steps: end,
+        run_dir: run_dir.to_path_buf(),
+    })
 }

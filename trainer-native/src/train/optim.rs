@@ -44,11 +44,19 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
             }
         }
     }
-    let mut sq = SquaredNorm::<B> { grads: &grads, total: None };
+    let mut sq = SquaredNorm::<B> {
+        grads: &grads,
+        total: None,
+    };
     module.visit(&mut sq);
-    let norm = sq.total.map_or(0.0, |t| f64::from(t.into_scalar().elem::<f32>()).sqrt());
+    let norm = sq
+        .total
+        .map_or(0.0, |t| f64::from(t.into_scalar().elem::<f32>()).sqrt());
     if norm.is_finite() && norm > max_norm {
-        module.visit(&mut Scale { grads: &mut grads, factor: max_norm / (norm + 1e-6) });
+        module.visit(&mut Scale {
+            grads: &mut grads,
+            factor: max_norm / (norm + 1e-6),
+        });
     }
     (grads, norm)
 }
@@ -70,14 +78,23 @@ pub fn ema_update<B: Backend, M: Module<B>>(ema: M, model: &M, decay: f64) -> M 
     impl<B: Backend> ModuleMapper<B> for Blend<B> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
             let (id, t, mapper) = param.consume();
-            let other = self.values.next().expect("same architecture").reshape(t.shape());
-            let blended = t.mul_scalar(self.decay) + other.mul_scalar(1.0 - self.decay);
+            let other = self
+                .values
+                .next()
+                .expect("same architecture")
+                .reshape(t.shape());
+            // `ema + (1 - d)(model - ema)`: a frozen parameter (model == ema) stays bit-exact,
+            // which `d * ema + (1 - d) * model` does not guarantee in floating point.
+            let blended = t.clone() + (other - t).mul_scalar(1.0 - self.decay);
             Param::from_mapped_value(id, blended, mapper)
         }
     }
     let mut collect = Collect(Vec::new());
     model.visit(&mut collect);
-    ema.map(&mut Blend { values: collect.0.into_iter(), decay })
+    ema.map(&mut Blend {
+        values: collect.0.into_iter(),
+        decay,
+    })
 }
 
 /// Linear warmup to `peak`, then cosine decay to `peak * final_ratio` at `total_steps`.
@@ -120,7 +137,12 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let s = LrSchedule { peak: 1e-3, warmup_steps: 10, total_steps: 110, final_ratio: 0.1 };
+        let s = LrSchedule {
+            peak: 1e-3,
+            warmup_steps: 10,
+            total_steps: 110,
+            final_ratio: 0.1,
+        };
         assert!((s.at(0) - 1e-4).abs() < 1e-12);
         assert!((s.at(9) - 1e-3).abs() < 1e-12);
         assert!((s.at(10) - 1e-3).abs() < 1e-12);
@@ -141,7 +163,9 @@ mod tests {
         let expected = (6.0 * 40f64.powi(2) + 2.0 * 16.0).sqrt();
         assert!((norm - expected).abs() < 1e-3, "{norm} vs {expected}");
 
-        let loss = layer.forward(Tensor::<B, 2>::ones([4, 3], &device).mul_scalar(10.0)).sum();
+        let loss = layer
+            .forward(Tensor::<B, 2>::ones([4, 3], &device).mul_scalar(10.0))
+            .sum();
         let grads = GradientsParams::from_grads(loss.backward(), &layer);
         let (clipped, _) = clip_global_norm(&layer, grads, 1.0);
         let (_, after) = clip_global_norm(&layer, clipped, f64::INFINITY);
