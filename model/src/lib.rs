@@ -34,7 +34,7 @@ pub use colour::ColourFix;
 pub use error::{ModelError, Result};
 pub use lora::{LoraConfig, LoraTarget};
 pub use noise::{NoiseField, NoiseWindow};
-pub use pipeline::{MAX_SCALE, Naosd, NaosdOptions};
+pub use pipeline::{MAX_SCALE, Naosd, NaosdOptions, NoiseSource};
 pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
 pub use schedule::NoiseSchedule;
 pub use weights::{

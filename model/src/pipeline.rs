@@ -56,6 +56,15 @@ impl Default for NaosdOptions {
     }
 }
 
+/// Where the injected noise of a batch comes from: the seed's [`NoiseField`], batch element
+/// `b` reading stream `first_stream + b` at global latent coordinates `latent_origin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoiseSource {
+    pub seed: u64,
+    pub first_stream: u64,
+    pub latent_origin: (usize, usize),
+}
+
 /// Largest upscaling factor accepted.
 pub const MAX_SCALE: usize = 8;
 
@@ -144,6 +153,39 @@ impl<B: Backend> Naosd<B> {
         self.schedule.x0_from_eps(z_noisy, eps_hat, t_diff)
     }
 
+    /// Steps 1 to 5 on LR images whose upsampled sides the network accepts: returns
+    /// `(LRup, z0)`. Inference ([`Self::upscale_at`]) and training (stage 1b, GDPO) share it,
+    /// so the model trains on exactly the path it runs.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for timesteps outside the schedule.
+    pub fn clean_latent(
+        &self,
+        lr: Tensor<B, 4>,
+        scale: usize,
+        noise: NoiseSource,
+        t_add: usize,
+        t_diff: usize,
+    ) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
+        // 1. LRup.
+        let lr_up = bicubic_upsample(lr, scale);
+        // 2. Encode.
+        let z_lr = self.encode(lr_up.clone());
+        // 3-5. Noise at t_add, one UNet call at t_diff, x0.
+        let [n, channels, height, width] = z_lr.dims();
+        let window = NoiseWindow {
+            stream: 0,
+            channels,
+            height,
+            width,
+            origin: noise.latent_origin,
+        };
+        let eps =
+            NoiseField::new(noise.seed).tensor::<B>(n, noise.first_stream, window, &z_lr.device());
+        let z0 = self.one_step(z_lr, eps, t_add, t_diff)?;
+        Ok((lr_up, z0))
+    }
+
     /// Checks options and input size; returns the padded LR size `(h, w)` such that
     /// `s * h` and `s * w` are multiples of [`ModelConfig::size_multiple`].
     fn padded_size(&self, dims: [usize; 4], options: &NaosdOptions) -> Result<(usize, usize)> {
@@ -197,23 +239,15 @@ impl<B: Backend> Naosd<B> {
         let dims = lr.dims();
         let [n, _, h, w] = dims;
         let (ph, pw) = self.padded_size(dims, options)?;
-        let s = options.scale;
-        // 1. LRup.
         let lr = lr.pad([(0, 0), (0, 0), (0, ph - h), (0, pw - w)], PadMode::Edge);
-        let lr_up = bicubic_upsample(lr, s);
-        // 2. Encode.
-        let z_lr = self.encode(lr_up.clone());
-        // 3-5. Noise at t_add, one UNet call at t_diff.
-        let [_, latent_c, lh, lw] = z_lr.dims();
-        let window = NoiseWindow {
-            stream: 0,
-            channels: latent_c,
-            height: lh,
-            width: lw,
-            origin: latent_origin,
+        let noise = NoiseSource {
+            seed: options.seed,
+            first_stream: 0,
+            latent_origin,
         };
-        let eps = NoiseField::new(options.seed).tensor::<B>(n, 0, window, &z_lr.device());
-        let z0 = self.one_step(z_lr, eps, options.t_add, options.t_diff)?;
+        let (lr_up, z0) =
+            self.clean_latent(lr, options.scale, noise, options.t_add, options.t_diff)?;
+        let s = options.scale;
         // 6. Decode, colour fix, crop.
         let sr = colour::apply(options.colour_fix, self.decode(z0), lr_up).clamp(-1.0, 1.0);
         Ok(sr.slice([0..n, 0..dims[1], 0..h * s, 0..w * s]))

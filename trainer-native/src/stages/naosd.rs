@@ -23,8 +23,7 @@ use burn::{
     tensor::{backend::AutodiffBackend, backend::Backend},
 };
 use model::{
-    ModelConfig, Naosd, NaosdOptions, NoiseField, NoiseWindow, StoredPrecision, load_weights,
-    save_weights,
+    ModelConfig, Naosd, NaosdOptions, NoiseSource, StoredPrecision, load_weights, save_weights,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -233,26 +232,20 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         let generator = &model.generator;
         let hr = batch.hr.to_tensor::<B>(device);
         let lr = batch.lr.to_tensor::<B>(device);
-        let scale = self.config.degradation.scale;
-        // The inference path, step by step (method.md section 2).
-        let lr_up = model::resample::bicubic_upsample(lr, scale);
-        let z_lr = generator.encode(lr_up);
-        let [n, c, h, wd] = z_lr.dims();
-        let window = NoiseWindow {
-            stream: 0,
-            channels: c,
-            height: h,
-            width: wd,
-            origin: (0, 0),
+        // The inference path itself (method.md section 2, steps 1-5), with training noise.
+        let noise = NoiseSource {
+            seed: self.config.train.seed ^ 0x6e61_6f73_6400,
+            first_stream: (batch.step * batch.lr.count) as u64,
+            latent_origin: (0, 0),
         };
-        let eps = NoiseField::new(self.config.train.seed ^ 0x6e61_6f73_6400).tensor::<B>(
-            n,
-            (batch.step * n) as u64,
-            window,
-            device,
-        );
-        let z0 = generator
-            .one_step(z_lr, eps, self.config.t_add, self.config.t_diff)
+        let (_, z0) = generator
+            .clean_latent(
+                lr,
+                self.config.degradation.scale,
+                noise,
+                self.config.t_add,
+                self.config.t_diff,
+            )
             .expect("timesteps validated");
         let sr = generator
             .autoencoder
