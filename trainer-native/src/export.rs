@@ -5,7 +5,7 @@ use std::{fs, io::Write, path::Path};
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use model::{ModelConfig, StoredPrecision, save_weights};
+use model::{ModelConfig, Naosd, StoredPrecision, save_weights};
 
 use crate::backend::BackendTask;
 
@@ -31,6 +31,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     }
     fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// Reads and loads a weight file from disk (the error names the file).
+///
+/// # Errors
+/// IO errors and every [`model::ModelError`] of the loader.
+pub fn read_weights<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<Naosd<B>> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    model::load_weights::<B>(&bytes, device).with_context(|| path.display().to_string())
 }
 
 /// Writes a randomly initialised weight file of a preset (tests and smoke runs).
@@ -59,10 +68,7 @@ pub struct ExportWeb<'a> {
 impl BackendTask for ExportWeb<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
-        let bytes = fs::read(self.weights)
-            .with_context(|| format!("cannot read {}", self.weights.display()))?;
-        let model = model::load_weights::<B>(&bytes, &device)
-            .with_context(|| self.weights.display().to_string())?;
+        let model = read_weights::<B>(self.weights, &device)?;
         let out = save_weights(&model, StoredPrecision::F16)?;
         write_atomically(self.out, &out)?;
         Ok(out.len())

@@ -61,7 +61,6 @@ pub fn item_rng(seed: u64, step: u64, index: u64) -> ChaCha8Rng {
 #[derive(Debug, Clone)]
 pub struct ImageFolder {
     images: Arc<Vec<RgbImage>>,
-    names: Arc<Vec<String>>,
 }
 
 impl ImageFolder {
@@ -73,7 +72,7 @@ impl ImageFolder {
     /// or no usable image remains.
     pub fn load(root: &Path, min_side: usize) -> anyhow::Result<Self> {
         let paths = list_images(root)?;
-        let decoded: Vec<(String, RgbImage)> = paths
+        let decoded: Vec<RgbImage> = paths
             .par_iter()
             .map(|p| {
                 let img = image::ImageReader::open(p)
@@ -82,16 +81,14 @@ impl ImageFolder {
                     .decode()
                     .with_context(|| format!("cannot decode {}", p.display()))?
                     .to_rgb8();
-                Ok((p.display().to_string(), img))
+                Ok(img)
             })
             .collect::<anyhow::Result<_>>()?;
         let total = decoded.len();
-        let (names, images): (Vec<_>, Vec<_>) = decoded
+        let images: Vec<RgbImage> = decoded
             .into_iter()
-            .filter(|(_, img)| {
-                img.width() as usize >= min_side && img.height() as usize >= min_side
-            })
-            .unzip();
+            .filter(|img| img.width() as usize >= min_side && img.height() as usize >= min_side)
+            .collect();
         if images.len() < total {
             tracing::info!(
                 "{}: skipped {} images smaller than {min_side} px",
@@ -106,16 +103,13 @@ impl ImageFolder {
         );
         Ok(Self {
             images: Arc::new(images),
-            names: Arc::new(names),
         })
     }
 
     /// An in-memory dataset (tests, generated data).
     pub fn from_images(images: Vec<RgbImage>) -> Self {
-        let names = (0..images.len()).map(|i| format!("image-{i}")).collect();
         Self {
             images: Arc::new(images),
-            names: Arc::new(names),
         }
     }
 
@@ -125,10 +119,6 @@ impl ImageFolder {
 
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
-    }
-
-    pub fn name(&self, index: usize) -> &str {
-        &self.names[index]
     }
 
     pub fn image(&self, index: usize) -> &RgbImage {

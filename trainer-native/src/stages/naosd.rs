@@ -22,9 +22,7 @@ use burn::{
     record::{BinFileRecorder, FullPrecisionSettings},
     tensor::{backend::AutodiffBackend, backend::Backend},
 };
-use model::{
-    ModelConfig, Naosd, NaosdOptions, NoiseSource, StoredPrecision, load_weights, save_weights,
-};
+use model::{ModelConfig, Naosd, NaosdOptions, NoiseSource, StoredPrecision, save_weights};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +30,7 @@ use crate::{
     backend::BackendTask,
     data::{HostBatch, ImageFolder, item_rng},
     degrade::{self, DegradationConfig},
-    export::write_atomically,
+    export::{read_weights, write_atomically},
     image_io::{hstack, planars_to_tensor, tensor_to_planars},
     loss::{
         discriminator::{
@@ -124,7 +122,6 @@ pub struct NaosdBatch {
 /// The stage with its data loaded.
 pub struct NaosdStage {
     config: NaosdConfig,
-    model_config: ModelConfig,
     dataset: ImageFolder,
     /// (HR, LR) pairs degraded with a fixed seed, so every validation sees the same inputs.
     validation: Vec<(Planar, Planar)>,
@@ -135,7 +132,7 @@ impl NaosdStage {
     /// Bad config values, unreadable data.
     pub fn new(
         config: NaosdConfig,
-        model_config: ModelConfig,
+        model_config: &ModelConfig,
         dataset: ImageFolder,
     ) -> anyhow::Result<Self> {
         config.train.validate()?;
@@ -167,14 +164,9 @@ impl NaosdStage {
         };
         Ok(Self {
             config,
-            model_config,
             dataset,
             validation,
         })
-    }
-
-    pub fn model_config(&self) -> &ModelConfig {
-        &self.model_config
     }
 
     fn options(&self) -> NaosdOptions {
@@ -352,9 +344,7 @@ pub fn run<B: Backend>(
     device: &B::Device,
 ) -> anyhow::Result<PathBuf> {
     type Ad<B> = Autodiff<B>;
-    let bytes = std::fs::read(&config.init)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.init.display()))?;
-    let mut generator = load_weights::<Ad<B>>(&bytes, device)?;
+    let mut generator = read_weights::<Ad<B>>(&config.init, device)?;
     generator.autoencoder.decoder = generator.autoencoder.decoder.no_grad();
     let discriminator = seeded::<Ad<B>, _>(device, config.train.seed, || {
         config.discriminator.init::<Ad<B>>(device)
@@ -362,7 +352,7 @@ pub fn run<B: Backend>(
     let target_encoder = generator.autoencoder.encoder.clone().no_grad();
     let dataset = ImageFolder::load(&config.data, config.crop)?;
     let threads = config.train.threads;
-    let stage = NaosdStage::new(config, generator.config().clone(), dataset)?;
+    let stage = NaosdStage::new(config, generator.config(), dataset)?;
     let fitted = on_private_pool(threads, || {
         fit(
             &stage,

@@ -13,7 +13,7 @@ use std::{
     collections::BTreeMap,
     fs::{self, File},
     io::{BufWriter, Write},
-    path::{Path, PathBuf},
+    path::Path,
     time::Instant,
 };
 
@@ -180,8 +180,6 @@ pub trait Stage<B: AutodiffBackend> {
 pub struct Fitted<B: AutodiffBackend, M: AutodiffModule<B>> {
     pub model: M,
     pub ema: M::InnerModule,
-    pub steps: usize,
-    pub run_dir: PathBuf,
 }
 
 type Bin = BinBytesRecorder<FullPrecisionSettings>;
@@ -285,13 +283,14 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
     let mut start = 0;
     if limits.resume {
         if let Some(ckpt) = store.latest()? {
-            model = model.load_record(from_bytes::<B, _>(&ckpt.parts["model"], device)?);
-            ema = ema.load_record(from_bytes::<B::InnerBackend, _>(
-                &ckpt.parts["ema"],
-                device,
-            )?);
-            optimizer =
-                optimizer.load_record(from_bytes::<B, _>(&ckpt.parts["optimizer"], device)?);
+            let part = |name: &str| {
+                ckpt.parts
+                    .get(name)
+                    .with_context(|| format!("{}: no part `{name}`", ckpt.dir.display()))
+            };
+            model = model.load_record(from_bytes::<B, _>(part("model")?, device)?);
+            ema = ema.load_record(from_bytes::<B::InnerBackend, _>(part("ema")?, device)?);
+            optimizer = optimizer.load_record(from_bytes::<B, _>(part("optimizer")?, device)?);
             start = ckpt.meta.step;
             tracing::info!(
                 "{}: resumed from {} (step {start})",
@@ -302,12 +301,7 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
     }
     let end = limits.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     if start >= end {
-        return Ok(Fitted {
-            model,
-            ema,
-            steps: start,
-            run_dir: run_dir.to_path_buf(),
-        });
+        return Ok(Fitted { model, ema });
     }
 
     let schedule = opts.schedule();
@@ -411,10 +405,5 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
         }
     }
     bar.finish();
-    Ok(Fitted {
-        model,
-        ema,
-        steps: end,
-        run_dir: run_dir.to_path_buf(),
-    })
+    Ok(Fitted { model, ema })
 }
