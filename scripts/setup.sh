@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine (Rust toolchain, Node/npm, Python only) lacks for building and
-# testing GDPO-SR. Idempotent: every step checks first and does nothing when already done.
+# Installs what a fresh machine (Rust toolchain, Node/npm and Python only) lacks for building,
+# serving and testing GDPO-SR. Idempotent: every step checks first and does nothing when done.
+# Nothing downloads prebuilt binaries: tools are built by cargo, packages come from Debian/npm.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -12,8 +14,8 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # Debian packages: Mesa's lavapipe Vulkan driver runs burn-wgpu headless on the CPU, so the
-# wgpu code path (the one the browser uses) is tested without a GPU.
-apt_packages=(mesa-vulkan-drivers libvulkan1)
+# wgpu code path is tested without a GPU; Chromium runs the page in the browser tests.
+apt_packages=(mesa-vulkan-drivers libvulkan1 chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -24,5 +26,34 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Build tools quickly: no LTO, many codegen units, light optimisation (trunk's own release
+# profile asks for fat LTO with one codegen unit, which triples its build time on 2 cores).
+tool_install() {
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+        cargo install --force "$@"
+}
+
+# wasm-bindgen-cli must match the wasm-bindgen library in Cargo.lock exactly.
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen ${bindgen_version}" ]; then
+    log "building wasm-bindgen-cli ${bindgen_version}"
+    tool_install wasm-bindgen-cli --version "${bindgen_version}"
+fi
+
+# trunk builds the page; without default features it has no TLS stack (it never downloads:
+# www/Trunk.toml sets offline = true and uses the wasm-bindgen above).
+if [ "$(trunk --version 2>/dev/null || true)" != "trunk 0.21.14" ]; then
+    log "building trunk 0.21.14"
+    tool_install trunk --version 0.21.14 --locked --no-default-features
+fi
+
+# playwright-core (the browser driver; it uses Debian's Chromium, never downloads one).
+if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-lock 2>/dev/null; then
+    log "installing the browser-test npm packages"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error &&
+        cp package-lock.json node_modules/.installed-lock)
 fi
 log "ready"

@@ -10,7 +10,8 @@
 //!   call at `t_diff`, decode, colour fix);
 //! - [`lora`]: LoRA adapters for conv and linear layers, and their merge;
 //! - [`weights`]: the portable, hashed, f16 weight file (bytes in, bytes out);
-//! - [`noise`]: the seeded, portable noise field shared by every backend.
+//! - [`noise`]: the seeded, portable noise field shared by every backend;
+//! - [`tiling`]: tiled inference with global noise coordinates and blended overlaps.
 //!
 //! The crate enables no burn backend and does no IO: randomness comes in as a seed.
 
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod preset;
 pub mod resample;
 pub mod schedule;
+pub mod tiling;
 pub mod unet;
 pub mod weights;
 
@@ -37,6 +39,7 @@ pub use noise::{NoiseField, NoiseWindow};
 pub use pipeline::{MAX_SCALE, Naosd, NaosdOptions, NoiseSource};
 pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
 pub use schedule::NoiseSchedule;
+pub use tiling::{HostImage, MAX_OUTPUT_PIXELS, TileOptions, TiledUpscale, upscale_tiled};
 pub use weights::{
     FORMAT_VERSION, StoredPrecision, WeightInfo, load_weights, read_weight_info, save_weights,
 };

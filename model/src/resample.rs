@@ -33,6 +33,46 @@ fn phase_taps(scale: usize) -> Vec<[f32; 5]> {
         .collect()
 }
 
+/// Bicubic upsampling of one 8-bit plane on the host, with the kernel, centres and borders of
+/// [`bicubic_upsample`]: for the alpha channel, which the network does not see (values are
+/// rounded and clamped to 0..=255).
+///
+/// # Panics
+/// When `plane.len() != width * height` or `scale == 0`.
+pub fn bicubic_upsample_plane_u8(
+    plane: &[u8],
+    width: usize,
+    height: usize,
+    scale: usize,
+) -> Vec<u8> {
+    assert!(scale > 0 && plane.len() == width * height, "plane size");
+    let taps = &phase_taps(scale);
+    let tap = |len: usize, out: usize| {
+        let (i, phase) = (out / scale, out % scale);
+        (0..5).map(move |k| {
+            let src = (i as isize + k as isize - 2).clamp(0, len as isize - 1) as usize;
+            (src, taps[phase][k])
+        })
+    };
+    let (ow, oh) = (width * scale, height * scale);
+    let mut wide = vec![0.0f32; height * ow];
+    for y in 0..height {
+        for x in 0..ow {
+            wide[y * ow + x] = tap(width, x)
+                .map(|(sx, w)| w * f32::from(plane[y * width + sx]))
+                .sum();
+        }
+    }
+    let mut out = vec![0u8; oh * ow];
+    for y in 0..oh {
+        for x in 0..ow {
+            let v: f32 = tap(height, y).map(|(sy, w)| w * wide[sy * ow + x]).sum();
+            out[y * ow + x] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
 /// Bicubic upsampling of `[n, c, h, w]` to `[n, c, h * scale, w * scale]`.
 ///
 /// # Panics
@@ -110,6 +150,24 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn host_plane_upsampling_matches_the_reference() {
+        let (h, w, s) = (5, 7, 3);
+        let plane: Vec<u8> = (0..h * w).map(|i| (i * 53 % 256) as u8).collect();
+        let ours = bicubic_upsample_plane_u8(&plane, w, h, s);
+        let float: Vec<f32> = plane.iter().map(|&v| f32::from(v)).collect();
+        let expected = reference(&float, h, w, s);
+        for (a, e) in ours.iter().zip(&expected) {
+            let e = e.round().clamp(0.0, 255.0);
+            assert!((f32::from(*a) - e).abs() <= 1.0, "{a} vs {e}");
+        }
+        let opaque = bicubic_upsample_plane_u8(&[255; 6], 3, 2, 4);
+        assert!(
+            opaque.iter().all(|&v| v == 255),
+            "constant planes stay constant"
+        );
     }
 
     #[test]

@@ -127,12 +127,15 @@ fn naosd_stage_trains_from_the_autoencoder() {
 #[test]
 fn shipped_configs_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    let ae: AutoencoderConfig =
-        trainer_native::read_toml(&root.join("autoencoder-base.toml")).unwrap();
-    assert_eq!(ae.preset, "base");
-    let naosd: NaosdConfig = trainer_native::read_toml(&root.join("naosd-base.toml")).unwrap();
-    assert_eq!((naosd.t_add, naosd.t_diff), (250, 100));
-    naosd.degradation.validate().unwrap();
+    for preset in ["base", "tiny"] {
+        let ae: AutoencoderConfig =
+            trainer_native::read_toml(&root.join(format!("autoencoder-{preset}.toml"))).unwrap();
+        assert_eq!(ae.preset, preset);
+        let naosd: NaosdConfig =
+            trainer_native::read_toml(&root.join(format!("naosd-{preset}.toml"))).unwrap();
+        assert_eq!((naosd.t_add, naosd.t_diff), (250, 100));
+        naosd.degradation.validate().unwrap();
+    }
     // A typo is an error, not a silently ignored key.
     let dir = integration_tests::scratch_dir("config-typo");
     std::fs::write(

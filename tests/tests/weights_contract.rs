@@ -132,3 +132,100 @@ fn same_seed_same_output_on_cpu_and_wgpu() {
         .fold(0.0, f32::max);
     assert!(max < 1e-4, "cpu vs wgpu max abs diff {max}");
 }
+
+/// The CLI's tiled path (what the browser test compares against) is the library's tiler, and
+/// a folder is upscaled file by file.
+#[test]
+fn cli_tiles_like_the_library_and_upscales_folders() {
+    let dir = scratch_dir("tiled");
+    let weights = dir.join("tiny.safetensors");
+    let model = model::ModelConfig::tiny()
+        .init::<Cpu>(&Default::default())
+        .unwrap();
+    std::fs::write(
+        &weights,
+        model::save_weights(&model, model::StoredPrecision::F32).unwrap(),
+    )
+    .unwrap();
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(inputs.join("sub")).unwrap();
+    synthetic_image(30, 21).save(inputs.join("a.png")).unwrap();
+    synthetic_image(9, 12)
+        .save(inputs.join("sub/b.png"))
+        .unwrap();
+
+    let tensor = dir.join("a.safetensors");
+    let status = Command::new(trainer_binary())
+        .arg("upscale")
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--input")
+        .arg(inputs.join("a.png"))
+        .arg("--output")
+        .arg(dir.join("a-x2.png"))
+        .args([
+            "--scale",
+            "2",
+            "--seed",
+            "3",
+            "--tile",
+            "8",
+            "--tile-overlap",
+            "4",
+        ])
+        .arg("--tensor-out")
+        .arg(&tensor)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&tensor).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let rgb = file.tensor("rgb").unwrap();
+    assert_eq!(rgb.shape(), [3, 42, 60]);
+    let cli: Vec<f32> = rgb
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+
+    let image = trainer_native::upscale::load_host_image(&inputs.join("a.png")).unwrap();
+    let options = NaosdOptions {
+        scale: 2,
+        seed: 3,
+        ..Default::default()
+    };
+    let tiles = model::TileOptions {
+        tile: 8,
+        overlap: 4,
+    };
+    let lib = model::upscale_tiled(
+        &model,
+        &image,
+        &options,
+        tiles,
+        &Default::default(),
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(cli, lib.to_unit_range());
+
+    let status = Command::new(trainer_binary())
+        .arg("upscale")
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--input")
+        .arg(&inputs)
+        .arg("--output")
+        .arg(dir.join("out"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        image::open(dir.join("out/sub/b.png"))
+            .unwrap()
+            .to_rgb8()
+            .dimensions(),
+        (36, 48)
+    );
+    assert!(dir.join("out/a.png").exists());
+}

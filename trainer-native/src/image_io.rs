@@ -8,15 +8,20 @@ use image::{ImageReader, RgbImage};
 
 use crate::planar::Planar;
 
-/// Decodes an image file (format from its content) to an RGB tensor in [-1, 1].
-pub fn load_rgb<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<Tensor<B, 4>> {
-    let img = ImageReader::open(path)
+/// Decodes an image file (format from its content, not its extension) to 8-bit RGB; errors
+/// name the file.
+pub fn decode_rgb8(path: &Path) -> anyhow::Result<RgbImage> {
+    Ok(ImageReader::open(path)
         .with_context(|| format!("cannot open {}", path.display()))?
         .with_guessed_format()?
         .decode()
         .with_context(|| format!("cannot decode {}", path.display()))?
-        .to_rgb8();
-    Ok(rgb_to_tensor(&img, device))
+        .to_rgb8())
+}
+
+/// Decodes an image file to an RGB tensor in [-1, 1].
+pub fn load_rgb<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<Tensor<B, 4>> {
+    Ok(rgb_to_tensor(&decode_rgb8(path)?, device))
 }
 
 pub fn rgb_to_tensor<B: Backend>(img: &RgbImage, device: &B::Device) -> Tensor<B, 4> {

@@ -4,12 +4,14 @@
 pub mod backend;
 pub mod data;
 pub mod degrade;
+pub mod eval;
 pub mod export;
 pub mod image_io;
 pub mod info;
 pub mod loss;
 pub mod metrics;
 pub mod planar;
+pub mod reward;
 pub mod stages;
 pub mod train;
 pub mod upscale;

@@ -5,16 +5,17 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use model::{ColourFix, NaosdOptions, StoredPrecision};
+use model::{ColourFix, NaosdOptions, StoredPrecision, TileOptions};
 use trainer_native::{
     backend::{BackendKind, dispatch},
     degrade::{DegradationConfig, degrade_folder},
+    eval::{Eval, LrSource},
     export::{ExportWeb, InitWeights},
     info::{PresetCosts, cost_table},
     read_toml,
     stages::{autoencoder::RunAutoencoder, naosd::RunNaosd},
     train::RunLimits,
-    upscale::UpscaleFile,
+    upscale::Upscale,
 };
 
 #[derive(Parser)]
@@ -69,28 +70,95 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Upscale one image with a weight file.
-    Upscale {
+    /// PSNR-Y / SSIM-Y of bicubic and of weight files on HR images (LR by antialiased
+    /// bicubic, by the seeded Real-ESRGAN degradation, or real LR/HR pairs); prints a table.
+    Eval {
+        /// Folder of HR images (searched recursively).
         #[arg(long)]
-        weights: PathBuf,
+        hr: PathBuf,
+        /// Folder of real LR images paired with the HR by file name (instead of synthesising).
         #[arg(long)]
-        input: PathBuf,
+        lr: Option<PathBuf>,
+        /// Synthesise the LR with the Real-ESRGAN degradation (this TOML config, or the
+        /// defaults with `--degrade default`) instead of antialiased bicubic.
         #[arg(long)]
-        output: PathBuf,
+        degrade: Option<String>,
+        /// A model row: NAME=WEIGHTS or just WEIGHTS (repeatable).
+        #[arg(long = "weights")]
+        models: Vec<String>,
+        /// (`--seed` also seeds the degradation.)
+        #[command(flatten)]
+        inference: InferenceArgs,
+        /// Pixels cropped at each border before measuring.
         #[arg(long, default_value_t = 4)]
-        scale: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Noise-addition timestep: higher gives more generated detail, lower more fidelity.
-        #[arg(long, default_value_t = 250)]
-        t_add: usize,
-        #[arg(long, default_value_t = 100)]
-        t_diff: usize,
-        #[arg(long, value_enum, default_value = "none")]
-        colour_fix: ColourFixArg,
+        border: usize,
+        /// Use at most this many images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Also write the table (Markdown) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendKind,
     },
+    /// Upscale an image file, or every image of a folder, with a weight file (tiled like the
+    /// browser: same weights, seed and tile size give the same output).
+    Upscale {
+        #[arg(long)]
+        weights: PathBuf,
+        /// An image file, or a folder (searched recursively).
+        #[arg(long)]
+        input: PathBuf,
+        /// The output file, or folder (PNG files with the inputs' relative names).
+        #[arg(long)]
+        output: PathBuf,
+        /// Tile side in input pixels (default: sized for 1 GiB buffers).
+        #[arg(long)]
+        tile: Option<usize>,
+        /// Overlap between tiles in input pixels (default: an eighth of the tile).
+        #[arg(long)]
+        tile_overlap: Option<usize>,
+        /// Also write the exact f32 output (`rgb`, [3, H, W] in [0, 1]) as safetensors.
+        #[arg(long)]
+        tensor_out: Option<PathBuf>,
+        /// Run once untimed before the timed run (benchmarks: GPU kernels compile on first use).
+        #[arg(long)]
+        warmup: bool,
+        #[command(flatten)]
+        inference: InferenceArgs,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendKind,
+    },
+}
+
+/// The one-step pipeline's options (upscale, eval).
+#[derive(clap::Args)]
+struct InferenceArgs {
+    #[arg(long, default_value_t = 4)]
+    scale: usize,
+    /// Seed of the injected noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Noise-addition timestep: higher gives more generated detail, lower more fidelity.
+    #[arg(long, default_value_t = 250)]
+    t_add: usize,
+    #[arg(long, default_value_t = 100)]
+    t_diff: usize,
+    /// Colour correction of the output towards the bicubic input.
+    #[arg(long, value_enum, default_value = "none")]
+    colour_fix: ColourFixArg,
+}
+
+impl InferenceArgs {
+    fn options(&self) -> NaosdOptions {
+        NaosdOptions {
+            scale: self.scale,
+            seed: self.seed,
+            t_add: self.t_add,
+            t_diff: self.t_diff,
+            colour_fix: self.colour_fix.into(),
+        }
+    }
 }
 
 /// Arguments every training stage takes.
@@ -206,34 +274,99 @@ fn main() -> anyhow::Result<()> {
             )?;
             println!("wrote {} ({size} bytes, f16)", out.display());
         }
+        Command::Eval {
+            hr,
+            lr,
+            degrade,
+            models,
+            inference,
+            border,
+            limit,
+            out,
+            backend,
+        } => {
+            let lr_source = match (lr, degrade) {
+                (Some(_), Some(_)) => anyhow::bail!("--lr and --degrade exclude each other"),
+                (Some(dir), None) => LrSource::Folder(dir),
+                (None, Some(cfg)) => {
+                    let config: DegradationConfig = if cfg == "default" {
+                        DegradationConfig::default()
+                    } else {
+                        read_toml(std::path::Path::new(&cfg))?
+                    };
+                    config.validate()?;
+                    LrSource::Degraded {
+                        config,
+                        seed: inference.seed,
+                    }
+                }
+                (None, None) => LrSource::Bicubic,
+            };
+            let models = models
+                .iter()
+                .map(|m| match m.split_once('=') {
+                    Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+                    None => (
+                        std::path::Path::new(m)
+                            .file_stem()
+                            .map_or_else(|| m.clone(), |s| s.to_string_lossy().into_owned()),
+                        PathBuf::from(m),
+                    ),
+                })
+                .collect();
+            let report = dispatch(
+                backend,
+                Eval {
+                    hr: &hr,
+                    lr: lr_source,
+                    models,
+                    options: inference.options(),
+                    border,
+                    limit,
+                },
+            )?;
+            let table = report.markdown(&format!("x{} on {}", inference.scale, hr.display()));
+            print!("{table}");
+            if let Some(path) = out {
+                trainer_native::export::write_atomically(&path, table.as_bytes())?;
+            }
+        }
         Command::Upscale {
             weights,
             input,
             output,
-            scale,
-            seed,
-            t_add,
-            t_diff,
-            colour_fix,
+            inference,
             backend,
+            tile,
+            tile_overlap,
+            tensor_out,
+            warmup,
         } => {
-            let options = NaosdOptions {
-                scale,
-                seed,
-                t_add,
-                t_diff,
-                colour_fix: colour_fix.into(),
-            };
-            let (w, h) = dispatch(
+            let options = inference.options();
+            let tiles = tile.map(|tile| TileOptions {
+                tile,
+                overlap: tile_overlap.unwrap_or((tile / 8).max(1)),
+            });
+            let written = dispatch(
                 backend,
-                UpscaleFile {
+                Upscale {
                     weights: &weights,
                     input: &input,
                     output: &output,
                     options,
+                    tiles,
+                    tensor_out: tensor_out.as_deref(),
+                    warmup,
                 },
             )?;
-            println!("wrote {} ({w}x{h})", output.display());
+            for (_, out, w, h, seconds) in written {
+                let mp = (w * h) as f64 / 1e6;
+                println!(
+                    "wrote {} ({w}x{h}; inference {seconds:.3} s, {:.3} s per output MP)",
+                    out.display(),
+                    seconds / mp
+                );
+            }
         }
     }
     Ok(())

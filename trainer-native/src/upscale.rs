@@ -1,30 +1,156 @@
-//! Native upscaling of one image file with a weight file.
+//! Native batch upscaling: a file or a folder, tiled exactly as the browser tiles, so the
+//! same weights, seed and tile size give the same output on every platform.
 
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
-use model::NaosdOptions;
+use indicatif::{ProgressBar, ProgressStyle};
+use model::{HostImage, NaosdOptions, TileOptions, upscale_tiled};
+use safetensors::{Dtype, tensor::TensorView};
 
-use crate::{backend::BackendTask, export::read_weights, image_io};
+use crate::{data::list_images, export::read_weights, export::write_atomically};
 
-/// Upscales `input` into `output` (PNG, JPEG, ... by extension).
-pub struct UpscaleFile<'a> {
+/// Device memory the native tiler plans for (the browser uses its adapter's limits).
+pub const NATIVE_BUFFER_BUDGET: u64 = 1 << 30;
+
+/// Upscales a file into a file, or every image of a folder into a folder (same relative
+/// names, PNG).
+pub struct Upscale<'a> {
     pub weights: &'a Path,
     pub input: &'a Path,
     pub output: &'a Path,
     pub options: NaosdOptions,
+    /// Tile side and overlap in input pixels; `None`: sized for [`NATIVE_BUFFER_BUDGET`].
+    pub tiles: Option<TileOptions>,
+    /// Also write the exact output (`rgb`, f32 `[3, H, W]` in [0, 1]) as safetensors here
+    /// (single-file mode): what the browser test compares against.
+    pub tensor_out: Option<&'a Path>,
+    /// Run each image once untimed before the timed run (benchmarks: GPU kernels compile on
+    /// first use).
+    pub warmup: bool,
 }
 
-impl BackendTask for UpscaleFile<'_> {
-    type Output = (u32, u32);
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<(u32, u32)> {
+impl crate::backend::BackendTask for Upscale<'_> {
+    /// `(input, output, width, height, seconds of inference)` per image.
+    type Output = Vec<(PathBuf, PathBuf, usize, usize, f64)>;
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
         let model = read_weights::<B>(self.weights, &device)?;
-        let lr = image_io::load_rgb::<B>(self.input, &device)?;
-        let sr = model.upscale(lr, &self.options)?;
-        let img = image_io::tensor_to_rgb(sr)?;
-        img.save(self.output)
-            .with_context(|| format!("cannot write {}", self.output.display()))?;
-        Ok(img.dimensions())
+        let tiles = self.tiles.unwrap_or_else(|| {
+            TileOptions::for_device(model.config(), self.options.scale, NATIVE_BUFFER_BUDGET)
+        });
+        let jobs: Vec<(PathBuf, PathBuf)> = if self.input.is_dir() {
+            if self.tensor_out.is_some() {
+                bail!("--tensor-out needs a single input file");
+            }
+            std::fs::create_dir_all(self.output)
+                .with_context(|| format!("cannot create {}", self.output.display()))?;
+            list_images(self.input)?
+                .into_iter()
+                .map(|p| {
+                    let rel = p
+                        .strip_prefix(self.input)
+                        .unwrap_or(&p)
+                        .with_extension("png");
+                    (p.clone(), self.output.join(rel))
+                })
+                .collect()
+        } else {
+            vec![(self.input.to_path_buf(), self.output.to_path_buf())]
+        };
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles, eta {eta}")
+                .expect("valid template"),
+        );
+        let mut done = Vec::new();
+        let mut failures: HashMap<PathBuf, String> = HashMap::new();
+        for (input, output) in jobs {
+            bar.set_message(input.display().to_string());
+            let result = (|| -> anyhow::Result<(usize, usize, f64)> {
+                let image = load_host_image(&input)?;
+                if self.warmup {
+                    upscale_tiled(&model, &image, &self.options, tiles, &device, |_, _| {})?;
+                }
+                let started = std::time::Instant::now();
+                let sr = upscale_tiled(&model, &image, &self.options, tiles, &device, |d, t| {
+                    bar.set_length(t as u64);
+                    bar.set_position(d as u64);
+                })
+                .with_context(|| format!("cannot upscale {}", input.display()))?;
+                let seconds = started.elapsed().as_secs_f64();
+                save_host_image(&sr, &output)?;
+                if let Some(path) = self.tensor_out {
+                    write_rgb_tensor(&sr, path)?;
+                }
+                Ok((sr.width, sr.height, seconds))
+            })();
+            match result {
+                Ok((w, h, seconds)) => done.push((input, output, w, h, seconds)),
+                Err(e) => {
+                    failures.insert(input, format!("{e:#}"));
+                }
+            }
+        }
+        bar.finish_and_clear();
+        if !failures.is_empty() {
+            let mut list: Vec<_> = failures.into_iter().collect();
+            list.sort();
+            let lines: Vec<String> = list
+                .iter()
+                .map(|(p, e)| format!("  {}: {e}", p.display()))
+                .collect();
+            bail!(
+                "{} of {} images failed ({} written):\n{}",
+                lines.len(),
+                lines.len() + done.len(),
+                done.len(),
+                lines.join("\n")
+            );
+        }
+        Ok(done)
     }
+}
+
+/// Decodes an image file into the model's host image (RGB in [-1, 1]) through the same
+/// 8-bit conversion the browser uses.
+pub fn load_host_image(path: &Path) -> anyhow::Result<HostImage> {
+    let img = crate::image_io::decode_rgb8(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    Ok(HostImage::from_interleaved_u8(img.as_raw(), w, h, 3, 3)?)
+}
+
+/// Writes a host image as an 8-bit file (format by extension), atomically.
+pub fn save_host_image(image: &HostImage, path: &Path) -> anyhow::Result<()> {
+    let rgb = image::RgbImage::from_raw(
+        image.width as u32,
+        image.height as u32,
+        image.to_interleaved_u8(3, 0),
+    )
+    .context("image buffer size")?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let format = image::ImageFormat::from_path(path)
+        .with_context(|| format!("unknown image extension: {}", path.display()))?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    rgb.write_to(&mut bytes, format)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    write_atomically(path, &bytes.into_inner())
+}
+
+/// The exact output as safetensors: tensor `rgb`, f32 `[3, H, W]`, values in [0, 1].
+pub fn write_rgb_tensor(image: &HostImage, path: &Path) -> anyhow::Result<()> {
+    let unit = image.to_unit_range();
+    let bytes: Vec<u8> = unit.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(
+        Dtype::F32,
+        vec![image.channels, image.height, image.width],
+        &bytes,
+    )?;
+    let file = safetensors::serialize([("rgb", view)], None)?;
+    write_atomically(path, &file)
 }

@@ -1,20 +1,23 @@
-//! Browser bindings of GDPO-SR (wasm-bindgen).
+//! Browser bindings of GDPO-SR (wasm-bindgen): the one-step generative upscaler on WebGPU.
 //!
-//! For now this exposes the weight-file inspection that the page needs before it downloads
-//! a model into the GPU; the WebGPU upscaler (burn-wgpu) is the web issue's work. Every
-//! export returns a `Result` whose error becomes a rejected promise / thrown `Error` with a
-//! clear message: nothing panics across the boundary.
+//! - [`api`]: the JavaScript API (`Upscaler.load`, `upscale`, `info`) with argument checks;
+//! - [`engine`]: the model on burn-wgpu (WebGPU) or burn-flex (CPU fallback) and the
+//!   asynchronous tile loop, with progress and cancellation between tiles;
+//! - [`error`]: errors and their JavaScript form.
+//!
+//! Everything that can fail returns a `Result` that becomes a rejected promise with a clear
+//! message; inputs are checked before any device work, so bad input never panics the module.
+//! The npm package and the page run this module inside a Web Worker (`js/`), so the page never
+//! freezes.
+
+pub mod api;
+pub mod engine;
+pub mod error;
 
 use serde::Serialize;
-use thiserror::Error;
 use wasm_bindgen::prelude::*;
 
-/// Errors of the web crate, converted to JavaScript `Error`s at the boundary.
-#[derive(Debug, Error)]
-pub enum WebError {
-    #[error(transparent)]
-    Model(#[from] model::ModelError),
-}
+pub use error::WebError;
 
 /// What `weightInfo` reports about a weight file.
 #[derive(Debug, Serialize)]

@@ -74,15 +74,7 @@ impl ImageFolder {
         let paths = list_images(root)?;
         let decoded: Vec<RgbImage> = paths
             .par_iter()
-            .map(|p| {
-                let img = image::ImageReader::open(p)
-                    .with_context(|| format!("cannot open {}", p.display()))?
-                    .with_guessed_format()?
-                    .decode()
-                    .with_context(|| format!("cannot decode {}", p.display()))?
-                    .to_rgb8();
-                Ok(img)
-            })
+            .map(|p| crate::image_io::decode_rgb8(p))
             .collect::<anyhow::Result<_>>()?;
         let total = decoded.len();
         let images: Vec<RgbImage> = decoded

@@ -6,6 +6,7 @@
 //! - gradient loss: L1 between Sobel derivatives, which rewards sharp, correctly placed edges.
 
 pub mod discriminator;
+pub mod gdpo;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend, module::conv2d, ops::ConvOptions};
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the npm package `gdpo-sr` into target/npm/gdpo-sr and packs it into a tarball:
+# the web crate for wasm32 (release) through wasm-bindgen (ES module + TypeScript types),
+# the worker-backed client (web/js), its types and README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/npm/gdpo-sr
+version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
+
+cargo build --release -p web --lib --target wasm32-unknown-unknown
+rm -rf "$out"
+mkdir -p "$out"
+wasm-bindgen --target web --typescript --out-name web --out-dir "$out" \
+    target/wasm32-unknown-unknown/release/web.wasm
+cp web/js/gdpo-sr.js web/js/gdpo-sr-worker.js web/js/gdpo-sr.d.ts web/js/README.md "$out/"
+cat > "$out/package.json" <<JSON
+{
+  "name": "gdpo-sr",
+  "version": "${version}",
+  "description": "Generative one-step diffusion super-resolution in the browser (WebGPU, CPU fallback), in a Web Worker.",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "gdpo-sr.js",
+  "module": "gdpo-sr.js",
+  "types": "gdpo-sr.d.ts",
+  "exports": {
+    ".": { "types": "./gdpo-sr.d.ts", "default": "./gdpo-sr.js" },
+    "./worker": "./gdpo-sr-worker.js",
+    "./wasm": { "types": "./web.d.ts", "default": "./web.js" }
+  },
+  "files": ["gdpo-sr.js", "gdpo-sr-worker.js", "gdpo-sr.d.ts", "web.js", "web.d.ts", "web_bg.wasm", "web_bg.wasm.d.ts", "README.md"],
+  "sideEffects": false,
+  "keywords": ["super-resolution", "upscaler", "diffusion", "webgpu", "wasm"]
+}
+JSON
+(cd target/npm && npm pack ./gdpo-sr --pack-destination . --loglevel=error >/dev/null)
+echo "built target/npm/gdpo-sr-${version}.tgz"

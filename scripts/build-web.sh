@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the page (www/) with trunk into target/www: the web crate for wasm32 in release mode,
+# wasm-bindgen'ed as an ES module for the worker, plus the page's static files and weights.
+set -euo pipefail
+cd "$(dirname "$0")/../www"
+if [ ! -f weights/default.safetensors ]; then
+    echo "www/weights/default.safetensors is missing (see docs/web.md: it is exported from a trained run)" >&2
+    exit 1
+fi
+trunk build --release
+echo "built the page into target/www ($(du -h ../target/www/web_bg.wasm | cut -f1) wasm)"

@@ -1,0 +1,47 @@
+// The npm package as a third-party site embeds it: unpack the tarball built by
+// scripts/build-npm.sh into a fresh site next to its own page, serve that site, and upscale.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, SCRATCH, WEIGHTS, launch } from "./harness.mjs";
+import { once } from "node:events";
+
+test("a site embeds the npm package and upscales with it", async () => {
+  const npmDir = join(ROOT, "target/npm");
+  const tarball = readdirSync(npmDir).find((f) => /^gdpo-sr-.*\.tgz$/.test(f));
+  assert.ok(tarball, "scripts/build-npm.sh built the package");
+  const site = join(SCRATCH, "site");
+  const pkg = join(site, "node_modules/gdpo-sr");
+  mkdirSync(pkg, { recursive: true });
+  execFileSync("tar", ["-xzf", join(npmDir, tarball), "-C", pkg, "--strip-components=1"]);
+  const manifest = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8"));
+  for (const f of manifest.files) readFileSync(join(pkg, f)); // every listed file is there
+  assert.match(readFileSync(join(pkg, "web.d.ts"), "utf8"), /export interface UpscaleOptions/);
+  copyFileSync(WEIGHTS, join(site, "model.safetensors"));
+  writeFileSync(join(site, "index.html"),
+    '<!doctype html><meta charset="utf-8"><script type="module" src="main.js"></script><p id="out">…</p>');
+  writeFileSync(join(site, "main.js"), `
+    import { Upscaler } from "./node_modules/gdpo-sr/gdpo-sr.js";
+    const u = await Upscaler.load("model.safetensors", { backend: "webgpu" });
+    const image = new ImageData(12, 10);
+    image.data.fill(160);
+    const r = await u.upscale(image, { scale: 2 });
+    document.getElementById("out").textContent = JSON.stringify({ w: r.width, h: r.height, backend: r.backend });
+  `);
+  const server = spawn("python3", [join(ROOT, "scripts/serve.py"), site, "0"], { stdio: ["ignore", "pipe", "inherit"] });
+  const [line] = await once(server.stdout, "data");
+  const origin = String(line).match(/http:\/\/[\d.]+:\d+/)[0];
+  const browser = await launch({ webgpu: true });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => document.getElementById("out").textContent.startsWith("{"), null, { timeout: 120_000 });
+    const out = JSON.parse(await page.textContent("#out"));
+    assert.deepEqual(out, { w: 24, h: 20, backend: "webgpu" });
+  } finally {
+    await browser.close();
+    server.kill();
+  }
+});

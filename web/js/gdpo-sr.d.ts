@@ -1,0 +1,23 @@
+// Types of the worker-backed GDPO-SR client (gdpo-sr.js). The option and result shapes are
+// generated from the Rust crate (web.d.ts).
+import type { LoadOptions, RgbaImage, UpscaleOptions, UpscaleResult, UpscalerInfo } from "./web.js";
+
+export type { LoadOptions, RgbaImage, UpscaleOptions, UpscaleResult, UpscalerInfo };
+
+export interface ClientLoadOptions extends LoadOptions {
+  /** Cache API bucket for weights fetched by URL (default "gdpo-sr-weights-v1"); false: no cache. */
+  cache?: string | false;
+  /** Where the worker script is served from (default: next to gdpo-sr.js). */
+  workerUrl?: string | URL;
+}
+
+export declare class Upscaler {
+  /** Loads weights (bytes, or a same-origin URL) into a new Web Worker. */
+  static load(weights: Uint8Array | ArrayBuffer | string | URL, options?: ClientLoadOptions): Promise<Upscaler>;
+  /** The backend in use (and why, on a fallback), the adapter's limits and the model. */
+  info(): UpscalerInfo & { weightsFromCache: boolean };
+  /** Upscales RGBA pixels; rejects with an AbortError when `signal` aborts. */
+  upscale(image: RgbaImage, options?: UpscaleOptions): Promise<UpscaleResult>;
+  /** Stops the worker and frees the model. */
+  terminate(): void;
+}

@@ -1,0 +1,457 @@
+//! The browser-side engine: a model on WebGPU (burn-wgpu) or, where WebGPU is missing, on
+//! the CPU (burn-flex compiled to wasm), and the asynchronous tile loop both run.
+//!
+//! The loop is the model crate's [`TiledUpscale`] plan driven with `await`s: results are read
+//! back with `into_data_async` (a WebGPU buffer can only be mapped asynchronously), and
+//! between tiles control returns to the event loop so that progress messages go out and a
+//! cancellation can arrive.
+
+use burn::{
+    backend::{Flex, Wgpu},
+    tensor::backend::Backend,
+};
+use model::{HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale, tiling::Tile};
+use serde::Serialize;
+
+use crate::error::WebError;
+
+/// Which backend a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendPreference {
+    /// WebGPU when the browser offers a hardware adapter, otherwise the CPU (reported in
+    /// `info`): a software WebGPU adapter runs this model several times slower than the
+    /// wasm CPU backend (docs/web.md).
+    Auto,
+    /// WebGPU or an error.
+    WebGpu,
+    /// The CPU backend, even where WebGPU exists.
+    Cpu,
+}
+
+impl BackendPreference {
+    /// Parses `"auto" | "webgpu" | "cpu"`.
+    ///
+    /// # Errors
+    /// [`WebError::BadInput`] for anything else.
+    pub fn parse(name: &str) -> Result<Self, WebError> {
+        match name {
+            "auto" => Ok(Self::Auto),
+            "webgpu" => Ok(Self::WebGpu),
+            "cpu" => Ok(Self::Cpu),
+            other => Err(WebError::BadInput(format!(
+                "backend must be \"auto\", \"webgpu\" or \"cpu\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The WebGPU adapter as the browser describes it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterReport {
+    pub vendor: String,
+    pub architecture: String,
+    pub description: String,
+    /// A software rasteriser (SwiftShader, llvmpipe/lavapipe, or `isFallbackAdapter`).
+    pub software: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u64,
+    pub max_compute_invocations_per_workgroup: u64,
+}
+
+/// What `info()` reports: the backend actually in use, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineReport {
+    /// `"webgpu"` or `"cpu"`.
+    pub backend: &'static str,
+    /// Why the CPU runs when it does (e.g. "navigator.gpu is missing"); `None` on WebGPU or
+    /// when the CPU was asked for.
+    pub fallback_reason: Option<String>,
+    pub adapter: Option<AdapterReport>,
+    /// Bytes the largest single buffer may hold; tiles are sized from it.
+    pub max_buffer_bytes: u64,
+}
+
+/// CPU fallback: tiles sized to keep the wasm heap small.
+const CPU_BUFFER_BUDGET: u64 = 256 << 20;
+
+/// A loaded model on the backend in use.
+pub enum Engine {
+    WebGpu {
+        model: Naosd<Wgpu>,
+        device: burn::backend::wgpu::WgpuDevice,
+        report: EngineReport,
+    },
+    Cpu {
+        model: Naosd<Flex>,
+        report: EngineReport,
+    },
+}
+
+impl Engine {
+    /// Loads `weights` onto the backend `preference` selects.
+    ///
+    /// # Errors
+    /// [`WebError::Model`] for a bad weight file; [`WebError::Backend`] when WebGPU was
+    /// required and is missing.
+    pub async fn load(weights: &[u8], preference: BackendPreference) -> Result<Self, WebError> {
+        // Verify the file (format, hash, architecture) before touching any device.
+        model::read_weight_info(weights)?;
+        let fallback_reason = match preference {
+            BackendPreference::Cpu => None,
+            BackendPreference::Auto | BackendPreference::WebGpu => {
+                match gpu::init_webgpu(preference == BackendPreference::Auto).await {
+                    Ok((device, adapter)) => {
+                        let model = model::load_weights::<Wgpu>(weights, &device)?;
+                        let max_buffer_bytes = adapter
+                            .max_storage_buffer_binding_size
+                            .min(adapter.max_buffer_size);
+                        return Ok(Self::WebGpu {
+                            model,
+                            device,
+                            report: EngineReport {
+                                backend: "webgpu",
+                                fallback_reason: None,
+                                adapter: Some(adapter),
+                                max_buffer_bytes,
+                            },
+                        });
+                    }
+                    Err(reason) if preference == BackendPreference::Auto => Some(reason),
+                    Err(reason) => {
+                        return Err(WebError::Backend {
+                            backend: "webgpu",
+                            message: reason,
+                        });
+                    }
+                }
+            }
+        };
+        Ok(Self::cpu(weights, fallback_reason)?)
+    }
+
+    /// Loads `weights` on the CPU backend.
+    ///
+    /// # Errors
+    /// [`model::ModelError`] for a bad weight file.
+    pub fn cpu(weights: &[u8], fallback_reason: Option<String>) -> Result<Self, model::ModelError> {
+        let model = model::load_weights::<Flex>(weights, &Default::default())?;
+        Ok(Self::Cpu {
+            model,
+            report: EngineReport {
+                backend: "cpu",
+                fallback_reason,
+                adapter: None,
+                max_buffer_bytes: CPU_BUFFER_BUDGET,
+            },
+        })
+    }
+
+    pub fn report(&self) -> &EngineReport {
+        match self {
+            Self::WebGpu { report, .. } | Self::Cpu { report, .. } => report,
+        }
+    }
+
+    pub fn config(&self) -> &model::ModelConfig {
+        match self {
+            Self::WebGpu { model, .. } => model.config(),
+            Self::Cpu { model, .. } => model.config(),
+        }
+    }
+
+    /// The tiles used when the caller does not choose: sized from the backend's buffer limit.
+    pub fn default_tiles(&self, scale: usize) -> TileOptions {
+        TileOptions::for_device(self.config(), scale, self.report().max_buffer_bytes)
+    }
+
+    /// Upscales `image` tile by tile.
+    ///
+    /// # Errors
+    /// As [`run_tiles`].
+    pub async fn upscale(
+        &self,
+        image: &HostImage,
+        options: &NaosdOptions,
+        tiles: TileOptions,
+        events: &mut impl TileEvents,
+    ) -> Result<HostImage, WebError> {
+        match self {
+            Self::WebGpu { model, device, .. } => {
+                run_tiles(model, device, "webgpu", image, options, tiles, events).await
+            }
+            Self::Cpu { model, .. } => {
+                run_tiles(
+                    model,
+                    &Default::default(),
+                    "cpu",
+                    image,
+                    options,
+                    tiles,
+                    events,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Hooks of the tile loop: where progress goes out and cancellation comes in.
+pub trait TileEvents {
+    /// Before tile `index` of `total`; an error (e.g. [`WebError::Cancelled`]) stops the job.
+    fn before(
+        &mut self,
+        index: usize,
+        total: usize,
+    ) -> impl core::future::Future<Output = Result<(), WebError>>;
+    /// After a tile was blended: `done` of `total`.
+    fn after(&mut self, done: usize, total: usize, tile: Tile);
+}
+
+/// The asynchronous tile loop on any backend.
+///
+/// # Errors
+/// [`WebError::Model`] for a request the model rejects (checked before any work),
+/// [`WebError::Backend`] when a read-back fails, or whatever `events.before` returns.
+pub async fn run_tiles<B: Backend>(
+    model: &Naosd<B>,
+    device: &B::Device,
+    backend: &'static str,
+    image: &HostImage,
+    options: &NaosdOptions,
+    tiles: TileOptions,
+    events: &mut impl TileEvents,
+) -> Result<HostImage, WebError> {
+    let mut job = TiledUpscale::new(model.config(), image, options, tiles)?;
+    let total = job.len();
+    for index in 0..total {
+        events.before(index, total).await?;
+        let out = job.run(model, image, index, device)?;
+        let data = out.into_data_async().await.map_err(|e| WebError::Backend {
+            backend,
+            message: format!("{e:?}"),
+        })?;
+        job.blend(index, data)?;
+        events.after(index + 1, total, job.tile(index));
+    }
+    Ok(job.finish()?)
+}
+
+#[cfg(target_arch = "wasm32")]
+mod gpu {
+    //! WebGPU discovery and burn-wgpu setup (browser only).
+    use std::cell::Cell;
+
+    use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics::WebGpu, init_setup_async};
+    use js_sys::{Function, Promise, Reflect};
+    use wasm_bindgen::{JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+
+    use super::AdapterReport;
+
+    thread_local! {
+        /// burn's WebGPU client is global per device; set it up once per worker.
+        static INITIALISED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn get(target: &JsValue, key: &str) -> JsValue {
+        Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    }
+
+    fn text(target: &JsValue, key: &str) -> String {
+        get(target, key).as_string().unwrap_or_default()
+    }
+
+    fn number(target: &JsValue, key: &str) -> u64 {
+        get(target, key).as_f64().map_or(0, |v| v as u64)
+    }
+
+    /// Asks the browser for an adapter first, so that a missing WebGPU is a message and not
+    /// a panic inside burn, then sets up burn's client on the default device. With
+    /// `refuse_software`, a software adapter is refused (the CPU backend is faster).
+    pub async fn init_webgpu(refuse_software: bool) -> Result<(WgpuDevice, AdapterReport), String> {
+        let navigator = get(&js_sys::global(), "navigator");
+        let gpu = get(&navigator, "gpu");
+        if gpu.is_undefined() || gpu.is_null() {
+            return Err(
+                "WebGPU is not available in this browser (navigator.gpu is missing)".into(),
+            );
+        }
+        let request: Function = get(&gpu, "requestAdapter")
+            .dyn_into()
+            .map_err(|_| "navigator.gpu.requestAdapter is not a function".to_string())?;
+        let promise: Promise = request
+            .call0(&gpu)
+            .map_err(|e| format!("requestAdapter failed: {e:?}"))?
+            .dyn_into()
+            .map_err(|_| "requestAdapter did not return a promise".to_string())?;
+        let adapter = JsFuture::from(promise)
+            .await
+            .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
+        if adapter.is_null() || adapter.is_undefined() {
+            return Err("the browser has WebGPU but offers no adapter".into());
+        }
+        let limits = get(&adapter, "limits");
+        let info = get(&adapter, "info");
+        let (architecture, description) = (text(&info, "architecture"), text(&info, "description"));
+        let named = format!("{architecture} {description}").to_lowercase();
+        let software = get(&info, "isFallbackAdapter").is_truthy()
+            || get(&adapter, "isFallbackAdapter").is_truthy()
+            || ["swiftshader", "llvmpipe", "lavapipe"]
+                .iter()
+                .any(|n| named.contains(n));
+        if software && refuse_software {
+            return Err(format!(
+                "the only WebGPU adapter is a software rasteriser ({}), slower than the CPU \
+                 backend; pass backend: \"webgpu\" to use it anyway",
+                named.trim()
+            ));
+        }
+        let report = AdapterReport {
+            vendor: text(&info, "vendor"),
+            architecture,
+            description,
+            software,
+            max_buffer_size: number(&limits, "maxBufferSize"),
+            max_storage_buffer_binding_size: number(&limits, "maxStorageBufferBindingSize"),
+            max_compute_workgroup_storage_size: number(&limits, "maxComputeWorkgroupStorageSize"),
+            max_compute_invocations_per_workgroup: number(
+                &limits,
+                "maxComputeInvocationsPerWorkgroup",
+            ),
+        };
+        let device = WgpuDevice::default();
+        if !INITIALISED.get() {
+            init_setup_async::<WebGpu>(&device, RuntimeOptions::default()).await;
+            INITIALISED.set(true);
+        }
+        Ok((device, report))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod gpu {
+    //! Natively the web crate runs on the CPU only (its tests); WebGPU is the browser's.
+    use burn::backend::wgpu::WgpuDevice;
+
+    use super::AdapterReport;
+
+    pub async fn init_webgpu(_: bool) -> Result<(WgpuDevice, AdapterReport), String> {
+        Err("WebGPU is only used in the browser".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::{
+        future::Future,
+        pin::pin,
+        task::{Context, Poll, Waker},
+    };
+    use model::{ModelConfig, StoredPrecision};
+
+    /// Drives a future whose awaits are all ready (the CPU backend reads back at once).
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    struct Recorder {
+        progress: Vec<(usize, usize)>,
+        cancel_at: Option<usize>,
+    }
+
+    impl TileEvents for Recorder {
+        async fn before(&mut self, index: usize, _: usize) -> Result<(), WebError> {
+            if self.cancel_at == Some(index) {
+                return Err(WebError::Cancelled);
+            }
+            Ok(())
+        }
+        fn after(&mut self, done: usize, total: usize, _: Tile) {
+            self.progress.push((done, total));
+        }
+    }
+
+    fn weights() -> Vec<u8> {
+        let model = ModelConfig::tiny()
+            .init::<Flex>(&Default::default())
+            .unwrap();
+        model::save_weights(&model, StoredPrecision::F32).unwrap()
+    }
+
+    fn image() -> HostImage {
+        let data = (0..3 * 20 * 24)
+            .map(|i| ((i % 17) as f32 / 8.0) - 1.0)
+            .collect();
+        HostImage::new(3, 20, 24, data).unwrap()
+    }
+
+    #[test]
+    fn browser_loop_equals_the_native_tiler() {
+        let engine = block_on(Engine::load(&weights(), BackendPreference::Auto)).unwrap();
+        assert_eq!(engine.report().backend, "cpu");
+        assert!(engine.report().fallback_reason.is_some(), "says why");
+        let tiles = TileOptions {
+            tile: 8,
+            overlap: 4,
+        };
+        let options = NaosdOptions::default();
+        let mut events = Recorder {
+            progress: vec![],
+            cancel_at: None,
+        };
+        let ours = block_on(engine.upscale(&image(), &options, tiles, &mut events)).unwrap();
+        let Engine::Cpu { model, .. } = &engine else {
+            unreachable!()
+        };
+        let native = model::upscale_tiled(
+            model,
+            &image(),
+            &options,
+            tiles,
+            &Default::default(),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(ours, native);
+        let total = events.progress.len();
+        assert!(total > 1);
+        assert_eq!(events.progress.last(), Some(&(total, total)));
+    }
+
+    #[test]
+    fn cancellation_stops_the_job() {
+        let engine = block_on(Engine::load(&weights(), BackendPreference::Cpu)).unwrap();
+        let mut events = Recorder {
+            progress: vec![],
+            cancel_at: Some(1),
+        };
+        let tiles = TileOptions {
+            tile: 8,
+            overlap: 4,
+        };
+        let err = block_on(engine.upscale(&image(), &NaosdOptions::default(), tiles, &mut events))
+            .unwrap_err();
+        assert!(matches!(err, WebError::Cancelled));
+        assert_eq!(events.progress, vec![(1, events.progress[0].1)]);
+    }
+
+    #[test]
+    fn bad_weights_and_backends_are_errors() {
+        assert!(block_on(Engine::load(b"nope", BackendPreference::Auto)).is_err());
+        let Err(err) = block_on(Engine::load(&weights(), BackendPreference::WebGpu)) else {
+            panic!("WebGPU cannot load natively");
+        };
+        assert!(err.to_string().contains("webgpu"), "{err}");
+        assert!(BackendPreference::parse("cuda").is_err());
+    }
+}

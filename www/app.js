@@ -1,0 +1,146 @@
+// The GDPO-SR page: decode a picked/dropped image in the browser, upscale it in a worker
+// (gdpo-sr.js), show before/after with a slider, offer the PNG. Nothing is uploaded.
+import { Upscaler } from "./gdpo-sr.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const DEFAULT_WEIGHTS = "weights/default.safetensors";
+
+let upscaler = null;
+let input = null; // {imageData, url, name}
+let running = null; // AbortController of the upscale in flight
+let resultUrl = null;
+
+function status(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+function describe(info) {
+  const where = info.backend === "webgpu"
+    ? `WebGPU (${[info.adapter?.vendor, info.adapter?.architecture, info.adapter?.description].filter(Boolean).join(" ") || "adapter"})`
+    : `the CPU${info.fallbackReason ? ` (WebGPU unavailable: ${info.fallbackReason})` : ""}`;
+  return `Model "${info.preset}", ${(info.parameters / 1e6).toFixed(2)} M parameters, running on ${where}.`;
+}
+
+async function loadModel(weights, label) {
+  $("run").disabled = true;
+  status(`Loading ${label}…`);
+  try {
+    const next = await Upscaler.load(weights, { backend: params.get("backend") ?? "auto" });
+    upscaler?.terminate();
+    upscaler = next;
+    const info = upscaler.info();
+    $("model-info").textContent = describe(info);
+    document.body.dataset.backend = info.backend;
+    status(input ? "Ready." : "Ready: drop or pick an image.");
+  } catch (e) {
+    status(`Cannot load ${label}: ${e.message}`, true);
+  }
+  $("run").disabled = !(upscaler && input);
+}
+
+async function decode(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch {
+    throw new Error(`"${file.name}" is not an image this browser can decode`);
+  }
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return ctx.getImageData(0, 0, canvas.width, canvas.height);
+}
+
+async function pick(file) {
+  if (!file) return;
+  try {
+    const imageData = await decode(file);
+    if (input) URL.revokeObjectURL(input.url);
+    input = { imageData, url: URL.createObjectURL(file), name: file.name };
+    $("output").hidden = true;
+    status(`${file.name}: ${imageData.width}×${imageData.height}. ${upscaler ? "Press Upscale." : ""}`);
+  } catch (e) {
+    input = null;
+    status(e.message, true);
+  }
+  $("run").disabled = !(upscaler && input);
+}
+
+async function toPngUrl(result) {
+  const canvas = new OffscreenCanvas(result.width, result.height);
+  canvas.getContext("2d").putImageData(new ImageData(result.data, result.width, result.height), 0, 0);
+  return URL.createObjectURL(await canvas.convertToBlob({ type: "image/png" }));
+}
+
+async function run() {
+  if (!upscaler || !input) return;
+  delete document.body.dataset.done;
+  running = new AbortController();
+  $("run").disabled = true;
+  $("cancel").disabled = false;
+  $("progress").value = 0;
+  $("progress").dataset.events = "0";
+  const started = performance.now();
+  status("Upscaling…");
+  try {
+    const result = await upscaler.upscale(input.imageData, {
+      scale: Number($("scale").value),
+      seed: Number($("seed").value),
+      tAdd: Number($("tadd").value),
+      colourFix: $("colour-fix").value,
+      signal: running.signal,
+      onProgress: ({ done, total }) => {
+        $("progress").value = done / total;
+        $("progress").dataset.events = String(Number($("progress").dataset.events) + 1);
+        status(`Upscaling… tile ${done} of ${total}`);
+      },
+    });
+    if (resultUrl) URL.revokeObjectURL(resultUrl);
+    resultUrl = await toPngUrl(result);
+    $("before").src = input.url;
+    // Show the comparison at least 512 px wide (small images are enlarged, pixels kept sharp).
+    $("compare").style.width = `${Math.max(result.width, 512)}px`;
+    $("after").src = resultUrl;
+    $("download").href = resultUrl;
+    $("download").download = input.name.replace(/\.[^.]*$/, "") + `-x${$("scale").value}.png`;
+    $("output").hidden = false;
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    status(`Done: ${result.width}×${result.height} in ${seconds} s (${result.tiles} tile${result.tiles === 1 ? "" : "s"}, ${result.backend}).`);
+    document.body.dataset.done = "1";
+  } catch (e) {
+    status(e.name === "AbortError" ? "Cancelled." : `Upscale failed: ${e.message}`, e.name !== "AbortError");
+  } finally {
+    running = null;
+    $("cancel").disabled = true;
+    $("run").disabled = !(upscaler && input);
+  }
+}
+
+$("file").addEventListener("change", (e) => pick(e.target.files[0]));
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  pick(e.dataTransfer.files[0]);
+});
+$("run").addEventListener("click", run);
+$("cancel").addEventListener("click", () => running?.abort());
+$("tadd").addEventListener("input", (e) => { $("tadd-value").textContent = e.target.value; });
+$("split").addEventListener("input", (e) => {
+  $("after-clip").style.clipPath = `inset(0 0 0 ${e.target.value}%)`;
+});
+$("weights-file").addEventListener("change", async (e) => {
+  const file = e.target.files[0];
+  if (file) await loadModel(new Uint8Array(await file.arrayBuffer()), `"${file.name}"`);
+});
+
+// Offline after the first visit: the service worker keeps the page, the module and the weights.
+if ("serviceWorker" in navigator && !params.has("nosw")) {
+  navigator.serviceWorker.register("sw.js").catch((e) => console.warn("no offline support:", e));
+}
+loadModel(DEFAULT_WEIGHTS, "the default model");
