@@ -241,19 +241,17 @@ impl BackendTask for Eval<'_> {
         let mut rows = Vec::new();
         let score = |outputs: &[Planar]| {
             let n = pairs.len() as f64;
-            let psnr = pairs
-                .iter()
-                .zip(outputs)
-                .map(|((_, hr, _), sr)| psnr_y(sr, hr, self.border))
-                .sum::<f64>()
-                / n;
-            let ssim = pairs
-                .iter()
-                .zip(outputs)
-                .map(|((_, hr, _), sr)| ssim_y(sr, hr, self.border))
-                .sum::<f64>()
-                / n;
-            (psnr, ssim)
+            let (psnr, ssim) =
+                pairs
+                    .iter()
+                    .zip(outputs)
+                    .fold((0.0, 0.0), |(p, s), ((_, hr, _), sr)| {
+                        (
+                            p + psnr_y(sr, hr, self.border),
+                            s + ssim_y(sr, hr, self.border),
+                        )
+                    });
+            (psnr / n, ssim / n)
         };
 
         // Bicubic: step 1 of the pipeline.
