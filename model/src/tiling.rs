@@ -220,13 +220,10 @@ impl AxisPlan {
             let stride = (tile.saturating_sub(overlap) / align).max(1) * align;
             let count = (len - tile).div_ceil(stride) + 1;
             let last_start = (len - tile) / align * align;
+            // `len > tile`, so there are at least two tiles.
             (0..count)
                 .map(|i| {
-                    let start = if count == 1 {
-                        0
-                    } else {
-                        (i * last_start / (count - 1)) / align * align
-                    };
+                    let start = (i * last_start / (count - 1)) / align * align;
                     let end = if i + 1 == count { len } else { start + tile };
                     (start, end - start)
                 })
@@ -292,7 +289,8 @@ pub struct TiledUpscale {
     options: NaosdOptions,
     rows: AxisPlan,
     cols: AxisPlan,
-    latent_per_lr: (usize, usize),
+    /// The autoencoder's factor f: a tile at LR `(y, x)` has latent origin `(y s / f, x s / f)`.
+    downsample: usize,
     output: HostImage,
     blended: Vec<bool>,
 }
@@ -315,9 +313,7 @@ impl TiledUpscale {
         if s == 0 || s > MAX_SCALE {
             return bad(format!("scale must be in 1..={MAX_SCALE}, got {s}"));
         }
-        if image.height == 0 || image.width == 0 {
-            return bad(format!("image is empty ({}x{})", image.width, image.height));
-        }
+        check_output_size(image.width, image.height, s)?;
         if image.channels != config.image_channels {
             return bad(format!(
                 "expected {} channels, got {}",
@@ -327,18 +323,6 @@ impl TiledUpscale {
         if tiles.tile == 0 {
             return bad("tile size must be positive".into());
         }
-        let out_pixels = (image.height * s).checked_mul(image.width * s);
-        if out_pixels.is_none_or(|p| p > MAX_OUTPUT_PIXELS) {
-            return bad(format!(
-                "a {}x{} image at x{s} gives a {}x{} output, more than the {} MP this \
-                 upscaler handles",
-                image.width,
-                image.height,
-                image.width * s,
-                image.height * s,
-                MAX_OUTPUT_PIXELS >> 20
-            ));
-        }
         // Tile starts on multiples of `align` put every tile on the untiled image's latent
         // grid (integer noise origin) and UNet pooling grid.
         let m = config.size_multiple();
@@ -346,12 +330,11 @@ impl TiledUpscale {
         let overlap = tiles.overlap.min(tiles.tile.saturating_sub(1));
         let rows = AxisPlan::new(image.height, tiles.tile, overlap, align, s);
         let cols = AxisPlan::new(image.width, tiles.tile, overlap, align, s);
-        let f = config.downsample_factor();
         let channels = image.channels;
         let (oh, ow) = (image.height * s, image.width * s);
         Ok(Self {
             options: options.clone(),
-            latent_per_lr: (s, f),
+            downsample: config.downsample_factor(),
             blended: vec![false; rows.spans.len() * cols.spans.len()],
             rows,
             cols,
@@ -419,7 +402,7 @@ impl TiledUpscale {
         }
         let t = self.tile(index);
         let lr = image.crop_tensor::<B>((t.y, t.x, t.height, t.width), device);
-        let (s, f) = self.latent_per_lr;
+        let f = self.downsample;
         model.upscale_at(lr, &self.options, (t.y * s / f, t.x * s / f))
     }
 
@@ -491,6 +474,30 @@ impl TiledUpscale {
         out.data.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
         Ok(out)
     }
+}
+
+/// Checks an image size before anything large is allocated: not empty, and its output at
+/// `scale` within [`MAX_OUTPUT_PIXELS`].
+///
+/// # Errors
+/// [`ModelError::InvalidInput`] saying which limit the size breaks.
+pub fn check_output_size(width: usize, height: usize, scale: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(ModelError::InvalidInput(format!(
+            "the image is empty ({width}x{height})"
+        )));
+    }
+    let out_pixels = (width.saturating_mul(scale)).checked_mul(height.saturating_mul(scale));
+    if out_pixels.is_none_or(|p| p > MAX_OUTPUT_PIXELS) {
+        return Err(ModelError::InvalidInput(format!(
+            "a {width}x{height} image at x{scale} gives {}x{} pixels, more than the {} MP \
+             limit; choose a smaller scale or image",
+            width.saturating_mul(scale),
+            height.saturating_mul(scale),
+            MAX_OUTPUT_PIXELS >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// [-1, 1] to an 8-bit value (round half away from zero, clamped).

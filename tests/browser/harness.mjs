@@ -22,12 +22,13 @@ const BASE_FLAGS = [
   "--disable-default-apps", "--disable-extensions",
 ];
 
-/** Serves target/www with the CSP header (scripts/serve.py) on a free port. */
-export async function startServer() {
-  if (!existsSync(join(DIST, "index.html"))) {
-    throw new Error(`${DIST} is not built: run scripts/build-web.sh (scripts/test.sh does)`);
+/** Serves `dir` (default: the built page, target/www) with the CSP header
+ *  (scripts/serve.py) on a free port. */
+export async function startServer(dir = DIST) {
+  if (!existsSync(join(dir, "index.html"))) {
+    throw new Error(`${dir} is not built: run scripts/build-web.sh (scripts/test.sh does)`);
   }
-  const server = spawn("python3", [join(ROOT, "scripts/serve.py"), DIST, "0"], {
+  const server = spawn("python3", [join(ROOT, "scripts/serve.py"), dir, "0"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const [line] = await once(server.stdout, "data");

@@ -2,11 +2,10 @@
 // scripts/build-npm.sh into a fresh site next to its own page, serve that site, and upscale.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readdirSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, SCRATCH, WEIGHTS, launch } from "./harness.mjs";
-import { once } from "node:events";
+import { ROOT, SCRATCH, WEIGHTS, launch, startServer } from "./harness.mjs";
 
 test("a site embeds the npm package and upscales with it", async () => {
   const npmDir = join(ROOT, "target/npm");
@@ -30,18 +29,16 @@ test("a site embeds the npm package and upscales with it", async () => {
     const r = await u.upscale(image, { scale: 2 });
     document.getElementById("out").textContent = JSON.stringify({ w: r.width, h: r.height, backend: r.backend });
   `);
-  const server = spawn("python3", [join(ROOT, "scripts/serve.py"), site, "0"], { stdio: ["ignore", "pipe", "inherit"] });
-  const [line] = await once(server.stdout, "data");
-  const origin = String(line).match(/http:\/\/[\d.]+:\d+/)[0];
+  const server = await startServer(site);
   const browser = await launch({ webgpu: true });
   try {
     const page = await browser.newPage();
-    await page.goto(`${origin}/`);
+    await page.goto(`${server.origin}/`);
     await page.waitForFunction(() => document.getElementById("out").textContent.startsWith("{"), null, { timeout: 120_000 });
     const out = JSON.parse(await page.textContent("#out"));
     assert.deepEqual(out, { w: 24, h: 20, backend: "webgpu" });
   } finally {
     await browser.close();
-    server.kill();
+    server.close();
   }
 });

@@ -1,10 +1,7 @@
 //! Native batch upscaling: a file or a folder, tiled exactly as the browser tiles, so the
 //! same weights, seed and tile size give the same output on every platform.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
@@ -67,7 +64,7 @@ impl crate::backend::BackendTask for Upscale<'_> {
                 .expect("valid template"),
         );
         let mut done = Vec::new();
-        let mut failures: HashMap<PathBuf, String> = HashMap::new();
+        let mut failures: Vec<String> = Vec::new();
         for (input, output) in jobs {
             bar.set_message(input.display().to_string());
             let result = (|| -> anyhow::Result<(usize, usize, f64)> {
@@ -90,25 +87,17 @@ impl crate::backend::BackendTask for Upscale<'_> {
             })();
             match result {
                 Ok((w, h, seconds)) => done.push((input, output, w, h, seconds)),
-                Err(e) => {
-                    failures.insert(input, format!("{e:#}"));
-                }
+                Err(e) => failures.push(format!("  {}: {e:#}", input.display())),
             }
         }
         bar.finish_and_clear();
         if !failures.is_empty() {
-            let mut list: Vec<_> = failures.into_iter().collect();
-            list.sort();
-            let lines: Vec<String> = list
-                .iter()
-                .map(|(p, e)| format!("  {}: {e}", p.display()))
-                .collect();
             bail!(
                 "{} of {} images failed ({} written):\n{}",
-                lines.len(),
-                lines.len() + done.len(),
+                failures.len(),
+                failures.len() + done.len(),
                 done.len(),
-                lines.join("\n")
+                failures.join("\n")
             );
         }
         Ok(done)

@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use js_sys::{Float32Array, Function, Object, Promise, Reflect, Uint8Array, Uint8ClampedArray};
 use model::{
-    ColourFix, HostImage, MAX_OUTPUT_PIXELS, MAX_SCALE, NaosdOptions, TileOptions,
-    resample::bicubic_upsample_plane_u8, tiling::largest_activation_bytes,
+    ColourFix, HostImage, MAX_OUTPUT_PIXELS, MAX_SCALE, ModelError, NaosdOptions, TileOptions,
+    resample::bicubic_upsample_plane_u8,
+    tiling::{check_output_size, largest_activation_bytes},
 };
 use serde::Serialize;
 use wasm_bindgen::{JsCast, prelude::*};
@@ -83,7 +84,6 @@ export interface UpscalerInfo {
 #[wasm_bindgen]
 pub struct Upscaler {
     engine: Rc<Engine>,
-    parameters: usize,
 }
 
 #[derive(Serialize)]
@@ -112,14 +112,9 @@ impl Upscaler {
                     .ok_or_else(|| bad("backend must be a string"))?,
             )?,
         };
-        let bytes = weights.to_vec();
-        let parameters = model::read_weight_info(&bytes)
-            .map_err(WebError::from)?
-            .parameters;
-        let engine = Engine::load(&bytes, backend).await?;
+        let engine = Engine::load(&weights.to_vec(), backend).await?;
         Ok(Upscaler {
             engine: Rc::new(engine),
-            parameters,
         })
     }
 
@@ -129,7 +124,7 @@ impl Upscaler {
         let report = InfoReport {
             engine: self.engine.report(),
             preset: &self.engine.config().name,
-            parameters: self.parameters,
+            parameters: self.engine.parameters(),
             max_output_pixels: MAX_OUTPUT_PIXELS,
             max_scale: MAX_SCALE,
         };
@@ -333,20 +328,11 @@ fn rgba_to_host(
         .ok_or_else(|| bad("the image has no width"))? as usize;
     let height = integer(image, "height", 0, u32::MAX as u64)?
         .ok_or_else(|| bad("the image has no height"))? as usize;
-    if width == 0 || height == 0 {
-        return Err(bad(&format!("the image is empty ({width}x{height})")));
-    }
-    let s = options.scale;
-    let out_pixels = (width * s) as u64 * (height * s) as u64;
-    if out_pixels > MAX_OUTPUT_PIXELS as u64 {
-        return Err(bad(&format!(
-            "a {width}x{height} image at x{s} gives {}x{} pixels, more than the {} MP limit; \
-             choose a smaller scale or image",
-            width * s,
-            height * s,
-            MAX_OUTPUT_PIXELS >> 20
-        )));
-    }
+    // A bad size is the caller's argument error (TypeError), like the checks around it.
+    check_output_size(width, height, options.scale).map_err(|e| match e {
+        ModelError::InvalidInput(m) => bad(&m),
+        other => WebError::from(other).into(),
+    })?;
     let data = Reflect::get(image, &"data".into())?;
     let bytes = if let Some(a) = data.dyn_ref::<Uint8ClampedArray>() {
         a.to_vec()

@@ -8,6 +8,7 @@
 
 use burn::{
     backend::{Flex, Wgpu},
+    module::Module,
     tensor::backend::Backend,
 };
 use model::{HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale, tiling::Tile};
@@ -159,6 +160,14 @@ impl Engine {
         match self {
             Self::WebGpu { model, .. } => model.config(),
             Self::Cpu { model, .. } => model.config(),
+        }
+    }
+
+    /// Parameters of the loaded model.
+    pub fn parameters(&self) -> usize {
+        match self {
+            Self::WebGpu { model, .. } => model.num_params(),
+            Self::Cpu { model, .. } => model.num_params(),
         }
     }
 
@@ -400,6 +409,8 @@ mod tests {
         let engine = block_on(Engine::load(&weights(), BackendPreference::Auto)).unwrap();
         assert_eq!(engine.report().backend, "cpu");
         assert!(engine.report().fallback_reason.is_some(), "says why");
+        let file = model::read_weight_info(&weights()).unwrap();
+        assert_eq!(engine.parameters(), file.parameters);
         let tiles = TileOptions {
             tile: 8,
             overlap: 4,

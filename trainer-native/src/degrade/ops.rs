@@ -153,28 +153,66 @@ pub fn resize(img: &Planar, new_w: usize, new_h: usize, mode: Interp) -> Planar 
     }
     let xt = axis_taps(w, new_w, mode);
     let yt = axis_taps(h, new_h, mode);
-
-    let mut wide = Planar::zeros(new_w, h);
-    for c in 0..3 {
-        let src = img.plane(c);
-        for y in 0..h {
-            let row = &src[y * w..(y + 1) * w];
-            let dst = &mut wide.data[(c * h + y) * new_w..(c * h + y + 1) * new_w];
-            for (o, taps) in dst.iter_mut().zip(&xt) {
-                *o = taps.iter().map(|&(s, wt)| wt * row[s]).sum();
-            }
-        }
-    }
-
     let mut out = Planar::zeros(new_w, new_h);
     for c in 0..3 {
-        let src = wide.plane(c);
-        for (y, taps) in yt.iter().enumerate() {
-            let dst = &mut out.data[(c * new_h + y) * new_w..(c * new_h + y + 1) * new_w];
-            for &(s, wt) in taps {
-                for (o, &v) in dst.iter_mut().zip(&src[s * new_w..(s + 1) * new_w]) {
-                    *o += wt * v;
-                }
+        let plane = resize_with_taps(img.plane(c), w, h, &xt, &yt);
+        out.data[c * new_w * new_h..(c + 1) * new_w * new_h].copy_from_slice(&plane);
+    }
+    out
+}
+
+/// [`resize`] of one `w x h` plane (e.g. a gray image).
+///
+/// # Panics
+/// When `src.len() != w * h`.
+pub fn resize_plane(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    new_w: usize,
+    new_h: usize,
+    mode: Interp,
+) -> Vec<f32> {
+    assert_eq!(src.len(), w * h, "plane size");
+    let (new_w, new_h) = (new_w.max(1), new_h.max(1));
+    if (new_w, new_h) == (w, h) {
+        return src.to_vec();
+    }
+    if w == 0 || h == 0 {
+        return vec![0.0; new_w * new_h];
+    }
+    resize_with_taps(
+        src,
+        w,
+        h,
+        &axis_taps(w, new_w, mode),
+        &axis_taps(h, new_h, mode),
+    )
+}
+
+/// The separable resize of one plane with precomputed taps: width first, then height.
+fn resize_with_taps(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    xt: &[Vec<(usize, f32)>],
+    yt: &[Vec<(usize, f32)>],
+) -> Vec<f32> {
+    let (new_w, new_h) = (xt.len(), yt.len());
+    let mut wide = vec![0.0f32; new_w * h];
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        let dst = &mut wide[y * new_w..(y + 1) * new_w];
+        for (o, taps) in dst.iter_mut().zip(xt) {
+            *o = taps.iter().map(|&(s, wt)| wt * row[s]).sum();
+        }
+    }
+    let mut out = vec![0.0f32; new_w * new_h];
+    for (y, taps) in yt.iter().enumerate() {
+        let dst = &mut out[y * new_w..(y + 1) * new_w];
+        for &(s, wt) in taps {
+            for (o, &v) in dst.iter_mut().zip(&wide[s * new_w..(s + 1) * new_w]) {
+                *o += wt * v;
             }
         }
     }
@@ -295,6 +333,23 @@ mod tests {
 
     use super::*;
     use crate::degrade::kernels::{bivariate_gaussian, circular_lowpass};
+
+    #[test]
+    fn one_plane_resizes_like_each_plane_of_an_image() {
+        let mut img = Planar::zeros(9, 7);
+        for (i, v) in img.data.iter_mut().enumerate() {
+            *v = (i * 37 % 101) as f32 / 100.0;
+        }
+        for mode in [Interp::Area, Interp::Bilinear, Interp::Bicubic] {
+            let whole = resize(&img, 20, 5, mode);
+            for c in 0..3 {
+                assert_eq!(
+                    resize_plane(img.plane(c), 9, 7, 20, 5, mode),
+                    whole.plane(c)
+                );
+            }
+        }
+    }
 
     const MODES: [Interp; 3] = [Interp::Area, Interp::Bilinear, Interp::Bicubic];
 

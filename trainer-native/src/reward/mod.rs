@@ -14,7 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{metrics::psnr_y, planar::Planar};
+use crate::{
+    degrade::{Interp, ops::resize_plane},
+    metrics::psnr_y,
+    planar::Planar,
+};
 
 /// Patch side of the complexity map.
 pub const PATCH: usize = 10;
@@ -41,31 +45,6 @@ pub fn gray_bt601(img: &Planar) -> Vec<f32> {
     (0..r.len())
         .map(|i| (0.299 * r[i] + 0.587 * g[i] + 0.114 * b[i]).clamp(0.0, 1.0))
         .collect()
-}
-
-/// Bilinear resize of one plane (`align_corners = false`, PyTorch's `F.interpolate`).
-fn resize_bilinear(src: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> Vec<f32> {
-    let axis = |len_in: usize, len_out: usize| -> Vec<(usize, usize, f32)> {
-        let ratio = len_in as f64 / len_out as f64;
-        (0..len_out)
-            .map(|i| {
-                let s = ((i as f64 + 0.5) * ratio - 0.5).max(0.0);
-                let i0 = (s.floor() as usize).min(len_in - 1);
-                let i1 = (i0 + 1).min(len_in - 1);
-                (i0, i1, (s - i0 as f64).clamp(0.0, 1.0) as f32)
-            })
-            .collect()
-    };
-    let (xs, ys) = (axis(w, ow), axis(h, oh));
-    let mut out = vec![0.0; ow * oh];
-    for (y, &(y0, y1, ly)) in ys.iter().enumerate() {
-        for (x, &(x0, x1, lx)) in xs.iter().enumerate() {
-            let top = src[y0 * w + x0] * (1.0 - lx) + src[y0 * w + x1] * lx;
-            let bottom = src[y1 * w + x0] * (1.0 - lx) + src[y1 * w + x1] * lx;
-            out[y * ow + x] = top * (1.0 - ly) + bottom * ly;
-        }
-    }
-    out
 }
 
 /// Sobel gradient magnitude with replicated borders.
@@ -112,9 +91,10 @@ pub fn histogram_entropy(values: &[f32]) -> f64 {
         .sum()
 }
 
-/// Sobel-entropy of one gray patch: resized to 64x64, gradient magnitude, histogram entropy.
+/// Sobel-entropy of one gray patch: resized to 64x64 (bilinear, `align_corners = false`),
+/// gradient magnitude, histogram entropy.
 pub fn patch_entropy(patch: &[f32], w: usize, h: usize) -> f64 {
-    let resized = resize_bilinear(patch, w, h, RESIZED, RESIZED);
+    let resized = resize_plane(patch, w, h, RESIZED, RESIZED, Interp::Bilinear);
     histogram_entropy(&sobel_magnitude(&resized, RESIZED, RESIZED))
 }
 
