@@ -65,6 +65,22 @@ pub struct NoiseSource {
     pub latent_origin: (usize, usize),
 }
 
+impl NoiseSource {
+    /// The noise of a latent batch of `dims = [n, C, h, w]`: element `b` is stream
+    /// `first_stream + b` of the seed's field, read at `latent_origin`.
+    pub fn tensor<B: Backend>(&self, dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+        let [n, channels, height, width] = dims;
+        let window = NoiseWindow {
+            stream: 0,
+            channels,
+            height,
+            width,
+            origin: self.latent_origin,
+        };
+        NoiseField::new(self.seed).tensor::<B>(n, self.first_stream, window, device)
+    }
+}
+
 /// Largest upscaling factor accepted.
 pub const MAX_SCALE: usize = 8;
 
@@ -172,18 +188,25 @@ impl<B: Backend> Naosd<B> {
         // 2. Encode.
         let z_lr = self.encode(lr_up.clone());
         // 3-5. Noise at t_add, one UNet call at t_diff, x0.
-        let [n, channels, height, width] = z_lr.dims();
-        let window = NoiseWindow {
-            stream: 0,
-            channels,
-            height,
-            width,
-            origin: noise.latent_origin,
-        };
-        let eps =
-            NoiseField::new(noise.seed).tensor::<B>(n, noise.first_stream, window, &z_lr.device());
-        let z0 = self.one_step(z_lr, eps, t_add, t_diff)?;
+        let z0 = self.denoise_latent(z_lr, noise, t_add, t_diff)?;
         Ok((lr_up, z0))
+    }
+
+    /// Steps 3 to 5 on LR latents `z_lr` with the noise of `noise`: the part of the pipeline
+    /// after the encoder. GDPO encodes each LR once and calls this on the latent repeated G
+    /// times, each copy reading its own noise stream.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for timesteps outside the schedule.
+    pub fn denoise_latent(
+        &self,
+        z_lr: Tensor<B, 4>,
+        noise: NoiseSource,
+        t_add: usize,
+        t_diff: usize,
+    ) -> Result<Tensor<B, 4>> {
+        let eps = noise.tensor(z_lr.dims(), &z_lr.device());
+        self.one_step(z_lr, eps, t_add, t_diff)
     }
 
     /// Checks options and input size; returns the padded LR size `(h, w)` such that
@@ -211,7 +234,7 @@ impl<B: Backend> Naosd<B> {
         let m = self.config.size_multiple();
         let pad_to = |len: usize| {
             (len..)
-                .find(|&l| (l * options.scale) % m == 0)
+                .find(|&l| (l * options.scale).is_multiple_of(m))
                 .expect("a multiple exists")
         };
         Ok((pad_to(h), pad_to(w)))

@@ -188,7 +188,7 @@ impl ModelConfig {
         }
         let heads = self.unet.attention_heads;
         let deepest = *self.unet.channels.last().expect("checked non-empty");
-        if heads == 0 || deepest % heads != 0 {
+        if heads == 0 || !deepest.is_multiple_of(heads) {
             return bad(format!(
                 "unet: {deepest} channels cannot be split into {heads} attention heads"
             ));

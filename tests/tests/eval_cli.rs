@@ -97,3 +97,72 @@ fn eval_compares_bicubic_and_models_on_synthetic_and_paired_lr() {
         "the Real-ESRGAN degradation is harder"
     );
 }
+
+#[test]
+fn eval_reports_the_gdpo_detail_terms_and_the_pooled_reward() {
+    let dir = scratch_dir("eval-reward");
+    let hr = dir.join("hr");
+    std::fs::create_dir_all(&hr).unwrap();
+    for (i, (w, h)) in [(64, 48), (56, 64)].into_iter().enumerate() {
+        synthetic_image(w, h)
+            .save(hr.join(format!("img{i}.png")))
+            .unwrap();
+    }
+    let nss = dir.join("nss.json");
+    let status = Command::new(trainer_binary())
+        .args(["fit-nss", "--patch", "16", "--data"])
+        .arg(&hr)
+        .arg("--out")
+        .arg(&nss)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let weights = dir.join("tiny.safetensors");
+    let status = Command::new(trainer_binary())
+        .args(["init", "--preset", "tiny", "--f32", "--out"])
+        .arg(&weights)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = dir.join("table.md");
+    let status = Command::new(trainer_binary())
+        .args([
+            "eval",
+            "--hr",
+            hr.to_str().unwrap(),
+            "--nss",
+            nss.to_str().unwrap(),
+        ])
+        .args(["--weights", &format!("a={}", weights.display())])
+        .args(["--weights", &format!("b={}", weights.display())])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let table = std::fs::read_to_string(out).unwrap();
+    assert!(
+        table.contains("| nss |") && table.contains("ARF reward (pooled)"),
+        "{table}"
+    );
+    let rows: Vec<Vec<f64>> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .skip(1)
+                .map(|c| c.trim().parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 3);
+    // Columns: PSNR-Y, SSIM-Y, nss, reward, time. Identical models tie on every metric; the
+    // pooled, min-max normalised rewards stay in [0, 1].
+    assert_eq!(rows[1][..4], rows[2][..4]);
+    for r in &rows {
+        assert!(r[2].is_finite() && (0.0..=1.0).contains(&r[3]), "{r:?}");
+    }
+    // The untrained network's blotches are further from natural statistics than bicubic.
+    assert!(rows[0][2] > rows[1][2], "{rows:?}");
+}

@@ -76,7 +76,7 @@ fn loss_decreases_and_the_output_loads() {
         config(&root.join("data"), 40),
         &run_dir,
         RunLimits::default(),
-        &Default::default(),
+        &[Default::default()],
     )
     .unwrap();
     let l = losses(&run_dir);
@@ -108,7 +108,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         config(&root.join("data"), 6),
         &root.join("a"),
         RunLimits::default(),
-        &device,
+        std::slice::from_ref(&device),
     )
     .unwrap();
     // Stop after 4 steps (the last checkpoint is at 3: a checkpoint is also written at the stop),
@@ -121,7 +121,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         config(&root.join("data"), 6),
         &root.join("b"),
         interrupted,
-        &device,
+        std::slice::from_ref(&device),
     )
     .unwrap();
     let resumed = RunLimits {
@@ -132,7 +132,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         config(&root.join("data"), 6),
         &root.join("b"),
         resumed,
-        &device,
+        std::slice::from_ref(&device),
     )
     .unwrap();
     let (a, b) = (
@@ -140,4 +140,64 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         std::fs::read(continued).unwrap(),
     );
     assert!(a == b, "resumed run differs from the uninterrupted one");
+}
+
+/// Largest absolute difference between the tensors of two f32 weight files of one
+/// architecture.
+fn max_weight_diff(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let values = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut worst = 0.0f32;
+    for (name, ta) in a.tensors() {
+        let tb = b.tensor(&name).unwrap();
+        for (x, y) in values(ta.data()).iter().zip(values(tb.data())) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    worst
+}
+
+/// Data parallelism: two devices, each taking one of the two micro-batches of every step,
+/// train the same model as one device taking both (dropping a device's gradients would halve
+/// the batch and show here). On the CPU backend both "devices" are the one CPU: the code path
+/// of a multi-GPU run (replicas by `fork`, per-device threads, gradients moved back with
+/// `GradientsParams::to_device`, one optimizer step) on hardware CI has.
+#[test]
+fn two_devices_train_like_one_device_accumulating_their_micro_batches() {
+    let _serial = serial();
+    let root = scratch_dir("ae-ddp");
+    make_data(&root.join("data"));
+    let mut cfg = config(&root.join("data"), 4);
+    cfg.train.accumulate = 2;
+    cfg.train.batch = 2;
+    let device: burn::backend::flex::FlexDevice = Default::default();
+    let one = run::<Cpu>(
+        cfg.clone(),
+        &root.join("one"),
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    let two = run::<Cpu>(
+        cfg.clone(),
+        &root.join("two"),
+        RunLimits::default(),
+        &[device.clone(), device.clone()],
+    )
+    .unwrap();
+    let diff = max_weight_diff(&one, &two);
+    assert!(diff < 1e-5, "two devices vs one: {diff}");
+    let mut half = cfg;
+    half.train.accumulate = 1;
+    let single = run::<Cpu>(half, &root.join("half"), RunLimits::default(), &[device]).unwrap();
+    assert!(max_weight_diff(&one, &single) > 1e-4, "the second micro-batch must count");
 }

@@ -65,7 +65,7 @@ fn naosd_stage_trains_from_the_autoencoder() {
         loss: AutoencoderLoss::default(),
     };
     let ae_weights =
-        autoencoder::run::<Cpu>(ae_config, &root.join("ae"), RunLimits::default(), &device)
+        autoencoder::run::<Cpu>(ae_config, &root.join("ae"), RunLimits::default(), std::slice::from_ref(&device))
             .unwrap();
 
     let config = NaosdConfig {
@@ -83,7 +83,7 @@ fn naosd_stage_trains_from_the_autoencoder() {
         },
     };
     let run_dir = root.join("naosd");
-    let out = naosd::run::<Cpu>(config, &run_dir, RunLimits::default(), &device).unwrap();
+    let out = naosd::run::<Cpu>(config, &run_dir, RunLimits::default(), std::slice::from_ref(&device)).unwrap();
 
     let entries = log(&run_dir);
     // The UNet's objective: z0 against the clean latent of the frozen stage-1a encoder. (The SR
@@ -136,6 +136,10 @@ fn shipped_configs_parse() {
         assert_eq!((naosd.t_add, naosd.t_diff), (250, 100));
         naosd.degradation.validate().unwrap();
     }
+    let gdpo: trainer_native::stages::gdpo::GdpoConfig =
+        trainer_native::read_toml(&root.join("gdpo-tiny.toml")).unwrap();
+    assert_eq!((gdpo.group, gdpo.omega, gdpo.lora.rank), (6, 5000.0, 4));
+    assert!(gdpo.reward.detail.discriminator.is_some() && gdpo.reward.detail.nss.is_some());
     // A typo is an error, not a silently ignored key.
     let dir = integration_tests::scratch_dir("config-typo");
     std::fs::write(

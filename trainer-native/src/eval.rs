@@ -29,6 +29,7 @@ use crate::{
     export::read_weights,
     metrics::{psnr_y, ssim_y},
     planar::Planar,
+    reward::{DetailTerms, PsnrY, Reward, RewardMode, attribute_ratios, pooled_method_rewards},
     upscale::NATIVE_BUFFER_BUDGET,
 };
 
@@ -57,6 +58,9 @@ pub struct Eval<'a> {
     pub border: usize,
     /// Images to use at most (in sorted order).
     pub limit: Option<usize>,
+    /// No-reference terms of the GDPO reward to report (and, when any is given, the full
+    /// attribute-aware reward with all methods' outputs of an image pooled into one group).
+    pub detail: DetailTerms,
 }
 
 /// Mean metrics of one method.
@@ -65,6 +69,10 @@ pub struct Row {
     pub method: String,
     pub psnr_y: f64,
     pub ssim_y: f64,
+    /// Mean of each detail term (in [`Report::detail_names`] order).
+    pub detail: Vec<f64>,
+    /// Mean pooled attribute-aware reward (only with detail terms).
+    pub reward: Option<f64>,
     pub seconds: f64,
 }
 
@@ -72,22 +80,36 @@ pub struct Row {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub images: usize,
+    pub detail_names: Vec<String>,
     pub rows: Vec<Row>,
 }
 
 impl Report {
     /// A Markdown table.
     pub fn markdown(&self, title: &str) -> String {
-        let mut out = format!(
-            "{title} ({} images)\n\n| method | PSNR-Y (dB) | SSIM-Y | time (s) |\n|---|---:|---:|---:|\n",
-            self.images
-        );
+        let with_reward = self.rows.iter().any(|r| r.reward.is_some());
+        let mut head = "| method | PSNR-Y (dB) | SSIM-Y |".to_string();
+        let mut rule = "|---|---:|---:|".to_string();
+        for name in &self.detail_names {
+            let _ = write!(head, " {name} |");
+            rule.push_str("---:|");
+        }
+        if with_reward {
+            head.push_str(" ARF reward (pooled) |");
+            rule.push_str("---:|");
+        }
+        head.push_str(" time (s) |");
+        rule.push_str("---:|");
+        let mut out = format!("{title} ({} images)\n\n{head}\n{rule}\n", self.images);
         for r in &self.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {:.2} | {:.4} | {:.1} |",
-                r.method, r.psnr_y, r.ssim_y, r.seconds
-            );
+            let _ = write!(out, "| {} | {:.2} | {:.4} |", r.method, r.psnr_y, r.ssim_y);
+            for v in &r.detail {
+                let _ = write!(out, " {v:.3} |");
+            }
+            if with_reward {
+                let _ = write!(out, " {:.3} |", r.reward.unwrap_or(f64::NAN));
+            }
+            let _ = writeln!(out, " {:.1} |", r.seconds);
         }
         out
     }
@@ -238,23 +260,18 @@ impl BackendTask for Eval<'_> {
             bail!("scale must be positive");
         }
         let pairs = eval_pairs(self.hr, &self.lr, scale, self.limit)?;
-        let mut rows = Vec::new();
-        let score = |outputs: &[Planar]| {
-            let n = pairs.len() as f64;
-            let (psnr, ssim) =
-                pairs
-                    .iter()
-                    .zip(outputs)
-                    .fold((0.0, 0.0), |(p, s), ((_, hr, _), sr)| {
-                        (
-                            p + psnr_y(sr, hr, self.border),
-                            s + ssim_y(sr, hr, self.border),
-                        )
-                    });
-            (psnr / n, ssim / n)
-        };
+        let detail_terms = self.detail.build::<B>(&device)?;
+        let detail_names: Vec<String> = detail_terms.iter().map(|t| t.name().to_string()).collect();
+        let reward = (!detail_terms.is_empty()).then(|| Reward {
+            mode: RewardMode::Full,
+            fidelity: Box::new(PsnrY {
+                border: self.border,
+            }),
+            detail: detail_terms,
+        });
 
-        // Bicubic: step 1 of the pipeline.
+        // Every method's outputs, bicubic (step 1 of the pipeline) first.
+        let mut methods: Vec<(String, Vec<Planar>, f64)> = Vec::new();
         let started = Instant::now();
         let bicubic: Vec<Planar> = pairs
             .iter()
@@ -273,13 +290,7 @@ impl BackendTask for Eval<'_> {
                 Ok(host_to_planar(&HostImage::new(c, h, w, data)?))
             })
             .collect::<anyhow::Result<_>>()?;
-        let (psnr, ssim) = score(&bicubic);
-        rows.push(Row {
-            method: "bicubic".into(),
-            psnr_y: psnr,
-            ssim_y: ssim,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        methods.push(("bicubic".into(), bicubic, started.elapsed().as_secs_f64()));
 
         let options = &self.options;
         for (name, path) in &self.models {
@@ -292,7 +303,7 @@ impl BackendTask for Eval<'_> {
                     let sr = upscale_tiled(
                         &model,
                         &planar_to_host(lr),
-                        &options,
+                        options,
                         tiles,
                         &device,
                         |_, _| {},
@@ -301,16 +312,59 @@ impl BackendTask for Eval<'_> {
                     Ok(host_to_planar(&sr))
                 })
                 .collect::<anyhow::Result<_>>()?;
-            let (psnr, ssim) = score(&outputs);
-            rows.push(Row {
-                method: name.clone(),
-                psnr_y: psnr,
-                ssim_y: ssim,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            methods.push((name.clone(), outputs, started.elapsed().as_secs_f64()));
         }
+
+        // Pooled reward: per image, one group of every method's output.
+        let n = pairs.len() as f64;
+        let mut pooled = vec![0.0; methods.len()];
+        if let Some(reward) = &reward {
+            for (i, (_, hr, _)) in pairs.iter().enumerate() {
+                let outputs: Vec<Vec<Planar>> =
+                    methods.iter().map(|m| vec![m.1[i].clone()]).collect();
+                let ratios = attribute_ratios(hr, false);
+                for (sum, r) in pooled
+                    .iter_mut()
+                    .zip(pooled_method_rewards(reward, hr, ratios, &outputs))
+                {
+                    *sum += r / n;
+                }
+            }
+        }
+        let hrs: Vec<Planar> = pairs.iter().map(|p| p.1.clone()).collect();
+        let rows = methods
+            .into_iter()
+            .zip(pooled)
+            .map(|((method, outputs, seconds), pooled)| {
+                let (psnr, ssim) =
+                    pairs
+                        .iter()
+                        .zip(&outputs)
+                        .fold((0.0, 0.0), |(p, s), ((_, hr, _), sr)| {
+                            (
+                                p + psnr_y(sr, hr, self.border),
+                                s + ssim_y(sr, hr, self.border),
+                            )
+                        });
+                let detail = reward.as_ref().map_or_else(Vec::new, |r| {
+                    r.detail
+                        .iter()
+                        .map(|t| t.score(&outputs, &hrs).iter().sum::<f64>() / n)
+                        .collect()
+                });
+                Row {
+                    method,
+                    psnr_y: psnr / n,
+                    ssim_y: ssim / n,
+                    detail,
+                    reward: reward.as_ref().map(|_| pooled),
+                    seconds,
+                }
+            })
+            .collect();
         Ok(Report {
             images: pairs.len(),
+            detail_names,
             rows,
         })
     }

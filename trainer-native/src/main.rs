@@ -13,7 +13,12 @@ use trainer_native::{
     export::{ExportWeb, InitWeights},
     info::{PresetCosts, cost_table},
     read_toml,
-    stages::{autoencoder::RunAutoencoder, naosd::RunNaosd},
+    reward::{DetailTerms, NssModel},
+    stages::{
+        autoencoder::RunAutoencoder,
+        gdpo::{MergeRun, RunGdpo},
+        naosd::RunNaosd,
+    },
     train::RunLimits,
     upscale::Upscale,
 };
@@ -45,6 +50,36 @@ enum Command {
     /// Stage 1b: train the NAOSD one-step generator from the stage-1a weights; writes
     /// RUN_DIR/naosd.safetensors.
     Naosd(StageArgs),
+    /// Stage 2: GDPO post-training of a NAOSD weight file (LoRA on the UNet, frozen
+    /// reference); writes RUN_DIR/gdpo.safetensors (adapters merged).
+    Gdpo(StageArgs),
+    /// Fold the LoRA adapters of a GDPO run's newest checkpoint into a plain weight file
+    /// (checked: the merged output equals the unmerged policy's within 1e-4).
+    Merge {
+        /// The run's GDPO config.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        run_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendKind,
+    },
+    /// Fit the natural-scene-statistics model of the GDPO detail reward on pristine images.
+    FitNss {
+        /// Folder of HR images (searched recursively).
+        #[arg(long)]
+        data: PathBuf,
+        /// Patch side in pixels (even, >= 8; at most the side of the images it will score).
+        #[arg(long, default_value_t = 32)]
+        patch: usize,
+        /// Use at most this many images.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write degraded LR/HR pairs (Real-ESRGAN second order) of a folder, to look at.
     Degrade {
         #[arg(long)]
@@ -98,6 +133,16 @@ enum Command {
         /// Also write the table (Markdown) here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Report the discriminator realism term (a NAOSD run's discriminator.bin) and the
+        /// pooled GDPO reward.
+        #[arg(long)]
+        discriminator: Option<PathBuf>,
+        /// Channels of that discriminator, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+        discriminator_channels: Vec<usize>,
+        /// Report the NSS naturalness term (a `fit-nss` model) and the pooled GDPO reward.
+        #[arg(long)]
+        nss: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendKind,
     },
@@ -177,9 +222,26 @@ struct StageArgs {
     stop_after: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
+    /// Train data-parallel on this many devices of the backend (CUDA 0..N); micro-batches
+    /// (`accumulate` in the config) are spread over them, one optimizer step for all.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
 }
 
 impl StageArgs {
+    /// The data-parallel device count, refused where the backend cannot move tensors between
+    /// devices (cubecl 0.10's wgpu runtime does not implement device-to-device copies).
+    fn devices(&self) -> anyhow::Result<usize> {
+        if self.devices > 1 && self.backend == BackendKind::Wgpu {
+            anyhow::bail!(
+                "--devices {} needs a backend that copies tensors between devices: cuda (or cpu, \
+                 where the replicas share the one CPU); burn 0.21's wgpu runtime cannot",
+                self.devices
+            );
+        }
+        Ok(self.devices)
+    }
+
     fn limits(&self) -> RunLimits {
         RunLimits {
             resume: self.resume,
@@ -236,6 +298,7 @@ fn main() -> anyhow::Result<()> {
                 config: read_toml(&args.config)?,
                 run_dir: &args.run_dir,
                 limits: args.limits(),
+                devices: args.devices()?,
             };
             println!("wrote {}", dispatch(args.backend, task)?.display());
         }
@@ -244,8 +307,49 @@ fn main() -> anyhow::Result<()> {
                 config: read_toml(&args.config)?,
                 run_dir: &args.run_dir,
                 limits: args.limits(),
+                devices: args.devices()?,
             };
             println!("wrote {}", dispatch(args.backend, task)?.display());
+        }
+        Command::Gdpo(args) => {
+            let task = RunGdpo {
+                config: read_toml(&args.config)?,
+                run_dir: &args.run_dir,
+                limits: args.limits(),
+                devices: args.devices()?,
+            };
+            println!("wrote {}", dispatch(args.backend, task)?.display());
+        }
+        Command::Merge {
+            config,
+            run_dir,
+            out,
+            backend,
+        } => {
+            let task = MergeRun {
+                config: read_toml(&config)?,
+                run_dir: &run_dir,
+                out: &out,
+            };
+            let (step, diff) = dispatch(backend, task)?;
+            println!(
+                "wrote {} (step {step}, adapters merged; max output change {diff:e})",
+                out.display()
+            );
+        }
+        Command::FitNss {
+            data,
+            patch,
+            limit,
+            out,
+        } => {
+            let model = NssModel::fit_folder(&data, patch, limit)?;
+            trainer_native::export::write_atomically(&out, &model.to_json())?;
+            println!(
+                "wrote {} ({} sharp {patch}x{patch} patches)",
+                out.display(),
+                model.patches
+            );
         }
         Command::Degrade {
             input,
@@ -284,6 +388,9 @@ fn main() -> anyhow::Result<()> {
             limit,
             out,
             backend,
+            discriminator,
+            discriminator_channels,
+            nss,
         } => {
             let lr_source = match (lr, degrade) {
                 (Some(_), Some(_)) => anyhow::bail!("--lr and --degrade exclude each other"),
@@ -323,6 +430,11 @@ fn main() -> anyhow::Result<()> {
                     options: inference.options(),
                     border,
                     limit,
+                    detail: DetailTerms {
+                        discriminator,
+                        discriminator_channels,
+                        nss,
+                    },
                 },
             )?;
             let table = report.markdown(&format!("x{} on {}", inference.scale, hr.display()));

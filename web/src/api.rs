@@ -307,7 +307,7 @@ impl TileEvents for JsEvents {
 async fn yield_to_event_loop() {
     let global = js_sys::global();
     let Ok(set_timeout) = Reflect::get(&global, &"setTimeout".into())
-        .and_then(|f| f.dyn_into::<Function>().map_err(JsValue::from))
+        .and_then(|f| f.dyn_into::<Function>())
     else {
         return;
     };

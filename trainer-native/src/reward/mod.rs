@@ -12,10 +12,21 @@
 //! The per-sample metric values come from pluggable [`RewardTerm`]s; the GDPO stage supplies
 //! fidelity (PSNR-Y) and the no-reference detail terms.
 
+pub mod nss;
+pub mod realism;
+
 use serde::{Deserialize, Serialize};
+
+pub use nss::NssModel;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
 
 use crate::{
     degrade::{Interp, ops::resize_plane},
+    loss::discriminator::DiscriminatorConfig,
     metrics::psnr_y,
     planar::Planar,
 };
@@ -178,11 +189,13 @@ pub enum RewardMode {
     FixedRho { rho: f64 },
 }
 
-/// One per-sample metric of the reward (higher is better).
-pub trait RewardTerm {
+/// One per-sample metric of the reward (higher is better). Terms score whole batches, so a
+/// learned term can run its network once for many samples.
+pub trait RewardTerm: Send + Sync {
     fn name(&self) -> &str;
-    /// The metric of `sample` (against `hr` for full-reference terms).
-    fn score(&self, sample: &Planar, hr: &Planar) -> f64;
+    /// One score per sample; full-reference terms compare `samples[i]` with `references[i]`,
+    /// no-reference terms ignore `references`.
+    fn score(&self, samples: &[Planar], references: &[Planar]) -> Vec<f64>;
 }
 
 /// PSNR-Y against the HR (the fidelity term), capped at [`MAX_PSNR`].
@@ -194,8 +207,168 @@ impl RewardTerm for PsnrY {
     fn name(&self) -> &str {
         "psnr_y"
     }
-    fn score(&self, sample: &Planar, hr: &Planar) -> f64 {
-        psnr_y(sample, hr, self.border).min(MAX_PSNR)
+    fn score(&self, samples: &[Planar], references: &[Planar]) -> Vec<f64> {
+        assert_eq!(samples.len(), references.len(), "one HR per sample");
+        samples
+            .iter()
+            .zip(references)
+            .map(|(s, r)| psnr_y(s, r, self.border).min(MAX_PSNR))
+            .collect()
+    }
+}
+
+/// The NSS naturalness measure as a reward term: the negated [`NssModel::distance`].
+pub struct NssNaturalness(pub NssModel);
+
+impl RewardTerm for NssNaturalness {
+    fn name(&self) -> &str {
+        "nss"
+    }
+    fn score(&self, samples: &[Planar], _references: &[Planar]) -> Vec<f64> {
+        use rayon::prelude::*;
+        samples.par_iter().map(|s| -self.0.distance(s)).collect()
+    }
+}
+
+/// The attribute-aware reward: a fidelity term and the no-reference detail terms, combined
+/// per group by [`group_rewards`].
+pub struct Reward {
+    pub mode: RewardMode,
+    pub fidelity: Box<dyn RewardTerm>,
+    pub detail: Vec<Box<dyn RewardTerm>>,
+}
+
+/// Which no-reference detail terms the reward uses (the `[reward.detail]` table; `eval`'s
+/// `--discriminator` / `--nss`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailTerms {
+    /// `discriminator.bin` of a NAOSD run: the realism term.
+    #[serde(default)]
+    pub discriminator: Option<PathBuf>,
+    /// The channels that discriminator was trained with.
+    #[serde(default = "default_discriminator_channels")]
+    pub discriminator_channels: Vec<usize>,
+    /// An NSS model (`trainer-native fit-nss`): the naturalness term.
+    #[serde(default)]
+    pub nss: Option<PathBuf>,
+}
+
+fn default_discriminator_channels() -> Vec<usize> {
+    DiscriminatorConfig::default().channels
+}
+
+impl Default for DetailTerms {
+    fn default() -> Self {
+        Self {
+            discriminator: None,
+            discriminator_channels: default_discriminator_channels(),
+            nss: None,
+        }
+    }
+}
+
+impl DetailTerms {
+    /// Loads the configured terms (realism first, then NSS).
+    ///
+    /// # Errors
+    /// When a file is missing or does not match.
+    pub fn build<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> anyhow::Result<Vec<Box<dyn RewardTerm>>> {
+        let mut terms: Vec<Box<dyn RewardTerm>> = Vec::new();
+        if let Some(path) = &self.discriminator {
+            let config = DiscriminatorConfig {
+                channels: self.discriminator_channels.clone(),
+            };
+            terms.push(Box::new(realism::DiscriminatorRealism::<B>::load(
+                path, &config, device,
+            )?));
+        }
+        if let Some(path) = &self.nss {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let model = NssModel::from_json(&bytes).with_context(|| path.display().to_string())?;
+            terms.push(Box::new(NssNaturalness(model)));
+        }
+        Ok(terms)
+    }
+}
+
+/// The mean reward of each method on one image when the outputs of all methods (any number
+/// of samples each) form one group: how the reward ranks them against each other.
+pub fn pooled_method_rewards(
+    reward: &Reward,
+    hr: &Planar,
+    ratios: AttributeRatios,
+    outputs: &[Vec<Planar>],
+) -> Vec<f64> {
+    let pool: Vec<Planar> = outputs.iter().flatten().cloned().collect();
+    let scored = reward.score_groups(&pool, std::slice::from_ref(hr), &[ratios], pool.len());
+    let mut start = 0;
+    outputs
+        .iter()
+        .map(|o| {
+            let span = &scored.rewards[0][start..start + o.len()];
+            start += o.len();
+            span.iter().sum::<f64>() / o.len().max(1) as f64
+        })
+        .collect()
+}
+
+/// Raw metric values of a batch of samples and the rewards of its groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredGroups {
+    /// Fidelity per sample.
+    pub fidelity: Vec<f64>,
+    /// `detail[term][sample]`.
+    pub detail: Vec<Vec<f64>>,
+    /// `rewards[group][member]`.
+    pub rewards: Vec<Vec<f64>>,
+}
+
+impl Reward {
+    /// Names of the detail terms, in the order of [`ScoredGroups::detail`].
+    pub fn detail_names(&self) -> Vec<String> {
+        self.detail.iter().map(|t| t.name().to_string()).collect()
+    }
+
+    /// Scores `samples` (consecutive groups of `group` members; group `b` belongs to
+    /// `hr[b]` with `ratios[b]`) and computes each group's rewards.
+    ///
+    /// # Panics
+    /// When the lengths do not match.
+    pub fn score_groups(
+        &self,
+        samples: &[Planar],
+        hr: &[Planar],
+        ratios: &[AttributeRatios],
+        group: usize,
+    ) -> ScoredGroups {
+        assert!(group > 0 && samples.len() == hr.len() * group && hr.len() == ratios.len());
+        let references: Vec<Planar> = hr
+            .iter()
+            .flat_map(|h| std::iter::repeat_n(h.clone(), group))
+            .collect();
+        let fidelity = self.fidelity.score(samples, &references);
+        let detail: Vec<Vec<f64>> = self
+            .detail
+            .iter()
+            .map(|t| t.score(samples, &references))
+            .collect();
+        let rewards = (0..hr.len())
+            .map(|b| {
+                let span = b * group..(b + 1) * group;
+                let det: Vec<Vec<f64>> = detail.iter().map(|d| d[span.clone()].to_vec()).collect();
+                group_rewards(self.mode, ratios[b], &fidelity[span], &det)
+            })
+            .collect();
+        ScoredGroups {
+            fidelity,
+            detail,
+            rewards,
+        }
     }
 }
 
@@ -335,6 +508,11 @@ mod tests {
     #[test]
     fn psnr_term_is_capped_for_identical_images() {
         let img = image(12, 12, |x, y| (x * y) as f32 / 144.0);
-        assert_eq!(PsnrY { border: 0 }.score(&img, &img), MAX_PSNR);
+        let scores = PsnrY { border: 0 }.score(
+            &[img.clone(), img.clone()],
+            &[img.clone(), image(12, 12, |_, _| 0.5)],
+        );
+        assert_eq!(scores[0], MAX_PSNR);
+        assert!(scores[1] < 30.0);
     }
 }

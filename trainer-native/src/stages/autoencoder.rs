@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use burn::{
     backend::Autodiff,
     module::{AutodiffModule, Module},
@@ -84,7 +85,7 @@ impl AutoencoderStage {
         let model_config = ModelConfig::preset(&config.preset)?;
         let m = model_config.size_multiple();
         anyhow::ensure!(
-            config.crop >= m && config.crop % m == 0,
+            config.crop >= m && config.crop.is_multiple_of(m),
             "crop {} must be a positive multiple of {m}",
             config.crop
         );
@@ -241,13 +242,14 @@ pub fn run<B: Backend>(
     config: AutoencoderConfig,
     run_dir: &Path,
     limits: RunLimits,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> anyhow::Result<PathBuf> {
+    let device = devices.first().context("no device")?;
     let dataset = ImageFolder::load(&config.data, config.crop)?;
     let (seed, threads) = (config.train.seed, config.train.threads);
     let stage = AutoencoderStage::new(config, dataset)?;
     let model = init_model::<Autodiff<B>>(stage.model_config(), seed, device)?;
-    let fitted = on_private_pool(threads, || fit(&stage, model, run_dir, limits, device))?;
+    let fitted = on_private_pool(threads, || fit(&stage, model, run_dir, limits, devices))?;
     let mut ema = fitted.ema;
     let k = stage.estimate_latent_scale(&ema, 4, device);
     ema.set_latent_scale(k)?;
@@ -262,11 +264,14 @@ pub struct RunAutoencoder<'a> {
     pub config: AutoencoderConfig,
     pub run_dir: &'a Path,
     pub limits: RunLimits,
+    /// Data-parallel devices ([`crate::train::devices`]).
+    pub devices: usize,
 }
 
 impl BackendTask for RunAutoencoder<'_> {
     type Output = PathBuf;
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
-        run::<B>(self.config, self.run_dir, self.limits, &device)
+    fn run<B: Backend>(self, _device: B::Device) -> anyhow::Result<PathBuf> {
+        let devices = crate::train::devices::<B>(self.devices)?;
+        run::<B>(self.config, self.run_dir, self.limits, &devices)
     }
 }

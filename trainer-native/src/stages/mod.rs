@@ -3,6 +3,7 @@
 //! from: the same contract the browser uses.
 
 pub mod autoencoder;
+pub mod gdpo;
 pub mod naosd;
 
 use std::path::Path;

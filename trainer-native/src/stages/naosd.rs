@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use burn::{
     backend::Autodiff,
     module::Module,
@@ -140,7 +141,7 @@ impl NaosdStage {
         let scale = config.degradation.scale;
         let m = model_config.size_multiple();
         anyhow::ensure!(
-            config.crop % scale == 0 && config.crop / scale >= 4,
+            config.crop.is_multiple_of(scale) && config.crop / scale >= 4,
             "crop {} must be a multiple of the scale {scale}",
             config.crop
         );
@@ -341,9 +342,10 @@ pub fn run<B: Backend>(
     config: NaosdConfig,
     run_dir: &Path,
     limits: RunLimits,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> anyhow::Result<PathBuf> {
     type Ad<B> = Autodiff<B>;
+    let device = devices.first().context("no device")?;
     let mut generator = read_weights::<Ad<B>>(&config.init, device)?;
     generator.autoencoder.decoder = generator.autoencoder.decoder.no_grad();
     let discriminator = seeded::<Ad<B>, _>(device, config.train.seed, || {
@@ -363,7 +365,7 @@ pub fn run<B: Backend>(
             },
             run_dir,
             limits,
-            device,
+            devices,
         )
     })?;
     let out = run_dir.join("naosd.safetensors");
@@ -388,11 +390,14 @@ pub struct RunNaosd<'a> {
     pub config: NaosdConfig,
     pub run_dir: &'a Path,
     pub limits: RunLimits,
+    /// Data-parallel devices ([`crate::train::devices`]).
+    pub devices: usize,
 }
 
 impl BackendTask for RunNaosd<'_> {
     type Output = PathBuf;
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<PathBuf> {
-        run::<B>(self.config, self.run_dir, self.limits, &device)
+    fn run<B: Backend>(self, _device: B::Device) -> anyhow::Result<PathBuf> {
+        let devices = crate::train::devices::<B>(self.devices)?;
+        run::<B>(self.config, self.run_dir, self.limits, &devices)
     }
 }

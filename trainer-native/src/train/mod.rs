@@ -255,6 +255,124 @@ pub fn on_private_pool<T: Send>(
     pool.install(f)
 }
 
+/// Gradients (on the first device, each scaled by `1 / micro_batches.len()`) and logged
+/// values (with `loss`) of each micro-batch of one optimizer step.
+///
+/// With one device the micro-batches run in order on the calling thread. With several, the
+/// data-parallel scheme of burn-train's multi-device step: micro-batch `j` goes to device
+/// `j % n`, each device gets a replica of the model (`Module::fork`, same parameter ids), runs
+/// forward and backward on its own thread, and its gradients come back to the first device
+/// (`GradientsParams::to_device`) for the caller's `GradientsAccumulator`: one optimizer step
+/// over all devices' micro-batches, as if they had run one after another on one device.
+fn micro_step_grads<B: AutodiffBackend, S: Stage<B> + Sync>(
+    stage: &S,
+    model: &S::Model,
+    micro_batches: Vec<S::Batch>,
+    devices: &[B::Device],
+) -> anyhow::Result<Vec<(GradientsParams, Vec<(&'static str, f64)>)>> {
+    let count = micro_batches.len() as f64;
+    let main = &devices[0];
+    let one = |replica: &S::Model, batch: &S::Batch, device: &B::Device| {
+        let losses = stage.losses(replica, batch, device);
+        let grads = GradientsParams::from_grads(
+            losses.total.clone().div_scalar(count).backward(),
+            replica,
+        );
+        let mut terms: Vec<(&'static str, f64)> = losses
+            .terms
+            .into_iter()
+            .map(|(name, value)| (name, scalar(value)))
+            .collect();
+        terms.push(("loss", scalar(losses.total)));
+        (grads, terms)
+    };
+    if devices.len() == 1 {
+        return Ok(micro_batches
+            .iter()
+            .map(|batch| one(model, batch, main))
+            .collect());
+    }
+    let mut per_device: Vec<Vec<(usize, S::Batch)>> = devices.iter().map(|_| Vec::new()).collect();
+    for (j, batch) in micro_batches.into_iter().enumerate() {
+        per_device[j % devices.len()].push((j, batch));
+    }
+    let mut results: Vec<(usize, GradientsParams, Vec<(&'static str, f64)>)> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = devices
+                .iter()
+                .zip(per_device)
+                .map(|(device, batches)| {
+                    let replica = model.clone().fork(device);
+                    let one = &one;
+                    scope.spawn(move || {
+                        batches
+                            .into_iter()
+                            .map(|(j, batch)| {
+                                let (grads, terms) = one(&replica, &batch, device);
+                                (j, grads.to_device(main, &replica), terms)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .map_err(|_| anyhow::anyhow!("a training device thread panicked"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+    // Accumulate in micro-batch order, whatever order the devices finished in.
+    results.sort_by_key(|r| r.0);
+    Ok(results.into_iter().map(|(_, g, t)| (g, t)).collect())
+}
+
+/// `n` devices of backend `B` for data-parallel training: indices `0..n` of the default
+/// device's kind (CUDA 0..n, wgpu discrete GPUs 0..n, ...). The CPU backend has a single device;
+/// asking it for more replicates the model on that one device (the same data-parallel code
+/// path, without the speed-up).
+///
+/// # Errors
+/// When `n` is 0.
+pub fn devices<B: burn::tensor::backend::Backend>(n: usize) -> anyhow::Result<Vec<B::Device>> {
+    use burn::tensor::backend::{Device, DeviceId};
+    anyhow::ensure!(n > 0, "--devices must be at least 1");
+    let default = B::Device::default();
+    if n == 1 {
+        return Ok(vec![default]);
+    }
+    let kind = default.to_id().type_id;
+    Ok((0..n)
+        .map(|i| B::Device::from_id(DeviceId::new(kind, i as u16)))
+        .collect())
+}
+
+/// The EMA weights of the newest intact checkpoint in `checkpoints` loaded into `template`
+/// (a module of the trained architecture), with the checkpoint's step; `None` without one.
+///
+/// # Errors
+/// When the checkpoint cannot be read or does not fit `template`.
+pub fn latest_ema<B: burn::tensor::backend::Backend, M: Module<B>>(
+    checkpoints: &Path,
+    template: M,
+    device: &B::Device,
+) -> anyhow::Result<Option<(M, usize)>> {
+    let store = CheckpointStore::new(checkpoints, 1)?;
+    let Some(ckpt) = store.latest()? else {
+        return Ok(None);
+    };
+    let bytes = ckpt
+        .parts
+        .get("ema")
+        .with_context(|| format!("{}: no part `ema`", ckpt.dir.display()))?;
+    let module = template.load_record(from_bytes::<B, _>(bytes, device)?);
+    Ok(Some((module, ckpt.meta.step)))
+}
+
 /// Trains `model` with `stage` in `run_dir` (checkpoints in `run_dir/checkpoints`, the log in
 /// `run_dir/log.jsonl`, validation samples in `run_dir/samples`). With `limits.resume`,
 /// continues from the newest intact checkpoint; the result is bit-identical to an
@@ -262,15 +380,16 @@ pub fn on_private_pool<T: Send>(
 ///
 /// # Errors
 /// Data, IO or checkpoint errors, and a non-finite loss or gradient (the error names the step).
-pub fn fit<B: AutodiffBackend, S: Stage<B>>(
+pub fn fit<B: AutodiffBackend, S: Stage<B> + Sync>(
     stage: &S,
     model: S::Model,
     run_dir: &Path,
     limits: RunLimits,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> anyhow::Result<Fitted<B, S::Model>> {
     let opts = stage.options().clone();
     opts.validate()?;
+    let device = devices.first().context("no device to train on")?;
     fs::create_dir_all(run_dir.join("samples"))
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let store = CheckpointStore::new(run_dir.join("checkpoints"), opts.keep_checkpoints)?;
@@ -281,8 +400,8 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
     let mut model = model;
     let mut ema = model.valid();
     let mut start = 0;
-    if limits.resume {
-        if let Some(ckpt) = store.latest()? {
+    if limits.resume
+        && let Some(ckpt) = store.latest()? {
             let part = |name: &str| {
                 ckpt.parts
                     .get(name)
@@ -298,7 +417,6 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
                 ckpt.dir.display()
             );
         }
-    }
     let end = limits.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     if start >= end {
         return Ok(Fitted { model, ema });
@@ -347,16 +465,14 @@ pub fn fit<B: AutodiffBackend, S: Stage<B>>(
         let lr = schedule.at(step);
         let mut accumulator = GradientsAccumulator::<S::Model>::new();
         let mut logged: BTreeMap<&'static str, f64> = BTreeMap::new();
-        for _ in 0..opts.accumulate {
-            let batch = loader.next_batch()?;
-            let losses = stage.losses(&model, &batch, device);
-            let total = losses.total.clone().div_scalar(opts.accumulate as f64);
-            let grads = GradientsParams::from_grads(total.backward(), &model);
+        let micro_batches = (0..opts.accumulate)
+            .map(|_| loader.next_batch())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (grads, terms) in micro_step_grads(stage, &model, micro_batches, devices)? {
             accumulator.accumulate(&model, grads);
-            for (name, value) in losses.terms {
-                *logged.entry(name).or_default() += scalar(value) / opts.accumulate as f64;
+            for (name, value) in terms {
+                *logged.entry(name).or_default() += value / opts.accumulate as f64;
             }
-            *logged.entry("loss").or_default() += scalar(losses.total) / opts.accumulate as f64;
         }
         let (grads, grad_norm) = stage.clip(&model, accumulator.grads(), opts.grad_clip);
         if !logged["loss"].is_finite() || !grad_norm.is_finite() {
