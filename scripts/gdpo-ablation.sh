@@ -32,7 +32,7 @@ for set in Set14 BSD100; do
     --weights "fidelity-only=runs/gdpo-fidelity_only/gdpo.safetensors" \
     --weights "detail-only=runs/gdpo-detail_only/gdpo.safetensors" \
     --weights "fixed-rho-0.5=runs/gdpo-fixed_rho/gdpo.safetensors" \
-    --weights "G=2 (DPO)=runs/gdpo-dpo_g2/gdpo.safetensors" \
+    --weights "G2-DPO=runs/gdpo-dpo_g2/gdpo.safetensors" \
     --weights "GRPO-style=runs/gdpo-grpo/gdpo.safetensors" \
     --discriminator runs/tiny-naosd/discriminator.bin --discriminator-channels 16,32,64 \
     --nss runs/nss-train-p32.json --out "runs/gdpo-eval-$set.md"
