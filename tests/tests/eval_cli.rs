@@ -124,45 +124,54 @@ fn eval_reports_the_gdpo_detail_terms_and_the_pooled_reward() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = dir.join("table.md");
-    let status = Command::new(trainer_binary())
-        .args([
-            "eval",
-            "--hr",
-            hr.to_str().unwrap(),
-            "--nss",
-            nss.to_str().unwrap(),
-        ])
-        .args(["--weights", &format!("a={}", weights.display())])
-        .args(["--weights", &format!("b={}", weights.display())])
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let table = std::fs::read_to_string(out).unwrap();
+    let table = |extra: &[&str]| -> (String, Vec<Vec<f64>>) {
+        let out = dir.join("table.md");
+        let status = Command::new(trainer_binary())
+            .args([
+                "eval",
+                "--hr",
+                hr.to_str().unwrap(),
+                "--nss",
+                nss.to_str().unwrap(),
+            ])
+            .args(["--weights", &format!("a={}", weights.display())])
+            .args(["--weights", &format!("b={}", weights.display())])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let text = std::fs::read_to_string(out).unwrap();
+        let rows = text
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .skip(1)
+                    .map(|c| c.trim().parse().unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .collect();
+        (text, rows)
+    };
+    let (text, rows) = table(&[]);
     assert!(
-        table.contains("| nss |") && table.contains("ARF reward (pooled)"),
-        "{table}"
+        text.contains("| nss |") && text.contains("ARF reward (pooled)"),
+        "{text}"
     );
-    let rows: Vec<Vec<f64>> = table
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .skip(1)
-                .map(|c| c.trim().parse().unwrap())
-                .collect()
-        })
-        .collect();
     assert_eq!(rows.len(), 3);
-    // Columns: PSNR-Y, SSIM-Y, nss, reward, time. Identical models tie on every metric; the
-    // pooled, min-max normalised rewards stay in [0, 1].
-    assert_eq!(rows[1][..4], rows[2][..4]);
-    for r in &rows {
-        assert!(r[2].is_finite() && (0.0..=1.0).contains(&r[3]), "{r:?}");
-    }
+    // Columns: PSNR-Y, SSIM-Y, nss, reward, time. Identical models tie on every metric, so
+    // pooled among the models (the default) each gets exactly 0.5; bicubic is not pooled.
+    assert_eq!(rows[1][..3], rows[2][..3]);
+    assert!(rows[0][3].is_nan(), "{text}");
+    assert_eq!((rows[1][3], rows[2][3]), (0.5, 0.5), "{text}");
     // The untrained network's blotches are further from natural statistics than bicubic.
     assert!(rows[0][2] > rows[1][2], "{rows:?}");
+    // Pooled with bicubic, every method has a reward in [0, 1].
+    let (text, rows) = table(&["--reward-with-bicubic"]);
+    for r in &rows {
+        assert!(r[2].is_finite() && (0.0..=1.0).contains(&r[3]), "{text}");
+    }
 }

@@ -199,5 +199,8 @@ fn two_devices_train_like_one_device_accumulating_their_micro_batches() {
     let mut half = cfg;
     half.train.accumulate = 1;
     let single = run::<Cpu>(half, &root.join("half"), RunLimits::default(), &[device]).unwrap();
-    assert!(max_weight_diff(&one, &single) > 1e-4, "the second micro-batch must count");
+    assert!(
+        max_weight_diff(&one, &single) > 1e-4,
+        "the second micro-batch must count"
+    );
 }

@@ -153,7 +153,13 @@ fn gdpo_learns_the_group_preference_and_merges() {
     let cfg = config(&f, steps, 2e-3);
     let run_dir = f.root.join("run");
     let device = Default::default();
-    let out = gdpo::run::<Cpu>(cfg.clone(), &run_dir, RunLimits::default(), std::slice::from_ref(&device)).unwrap();
+    let out = gdpo::run::<Cpu>(
+        cfg.clone(),
+        &run_dir,
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
 
     let entries = log(&run_dir);
     let steps_logged: Vec<&serde_json::Value> = entries
@@ -282,12 +288,24 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
         resume: false,
         stop_after: Some(2),
     };
-    gdpo::run::<Cpu>(config(&f, 4, 1e-3), &parts, stopped, std::slice::from_ref(&device)).unwrap();
+    gdpo::run::<Cpu>(
+        config(&f, 4, 1e-3),
+        &parts,
+        stopped,
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
     let resumed = RunLimits {
         resume: true,
         stop_after: None,
     };
-    let parts_out = gdpo::run::<Cpu>(config(&f, 4, 1e-3), &parts, resumed, std::slice::from_ref(&device)).unwrap();
+    let parts_out = gdpo::run::<Cpu>(
+        config(&f, 4, 1e-3),
+        &parts,
+        resumed,
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
     assert!(
         std::fs::read(whole).unwrap() == std::fs::read(parts_out).unwrap(),
         "resumed run differs from the uninterrupted one"
@@ -313,8 +331,13 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
         ("detail", detail),
     ] {
         let dir = f.root.join(name);
-        gdpo::run::<Cpu>(cfg, &dir, RunLimits::default(), std::slice::from_ref(&device))
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        gdpo::run::<Cpu>(
+            cfg,
+            &dir,
+            RunLimits::default(),
+            std::slice::from_ref(&device),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let first = &log(&dir)[0];
         assert!(
             first["loss"].as_f64().is_some_and(f64::is_finite),
@@ -325,8 +348,13 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
     let mut bad = config(&f, 2, 1e-3);
     bad.reward.mode = RewardModeName::DetailOnly;
     bad.reward.detail = DetailTerms::default();
-    let err =
-        gdpo::run::<Cpu>(bad, &f.root.join("bad"), RunLimits::default(), std::slice::from_ref(&device)).unwrap_err();
+    let err = gdpo::run::<Cpu>(
+        bad,
+        &f.root.join("bad"),
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap_err();
     assert!(
         format!("{err:#}").contains("needs a detail term"),
         "{err:#}"

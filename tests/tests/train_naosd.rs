@@ -64,9 +64,13 @@ fn naosd_stage_trains_from_the_autoencoder() {
         train: options(40, 3e-3),
         loss: AutoencoderLoss::default(),
     };
-    let ae_weights =
-        autoencoder::run::<Cpu>(ae_config, &root.join("ae"), RunLimits::default(), std::slice::from_ref(&device))
-            .unwrap();
+    let ae_weights = autoencoder::run::<Cpu>(
+        ae_config,
+        &root.join("ae"),
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
 
     let config = NaosdConfig {
         init: ae_weights.clone(),
@@ -83,7 +87,13 @@ fn naosd_stage_trains_from_the_autoencoder() {
         },
     };
     let run_dir = root.join("naosd");
-    let out = naosd::run::<Cpu>(config, &run_dir, RunLimits::default(), std::slice::from_ref(&device)).unwrap();
+    let out = naosd::run::<Cpu>(
+        config,
+        &run_dir,
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
 
     let entries = log(&run_dir);
     // The UNet's objective: z0 against the clean latent of the frozen stage-1a encoder. (The SR

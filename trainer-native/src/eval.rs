@@ -61,6 +61,10 @@ pub struct Eval<'a> {
     /// No-reference terms of the GDPO reward to report (and, when any is given, the full
     /// attribute-aware reward with all methods' outputs of an image pooled into one group).
     pub detail: DetailTerms,
+    /// Pool bicubic's output with the models' for the reward. Off by default when there are
+    /// two or more models: bicubic sits at an extreme of every term and would squeeze the
+    /// models' normalised rewards together.
+    pub reward_with_bicubic: bool,
 }
 
 /// Mean metrics of one method.
@@ -107,7 +111,12 @@ impl Report {
                 let _ = write!(out, " {v:.3} |");
             }
             if with_reward {
-                let _ = write!(out, " {:.3} |", r.reward.unwrap_or(f64::NAN));
+                match r.reward {
+                    Some(v) => {
+                        let _ = write!(out, " {v:.3} |");
+                    }
+                    None => out.push_str(" - |"),
+                }
             }
             let _ = writeln!(out, " {:.1} |", r.seconds);
         }
@@ -315,19 +324,24 @@ impl BackendTask for Eval<'_> {
             methods.push((name.clone(), outputs, started.elapsed().as_secs_f64()));
         }
 
-        // Pooled reward: per image, one group of every method's output.
+        // Pooled reward: per image, one group of the pooled methods' outputs.
         let n = pairs.len() as f64;
-        let mut pooled = vec![0.0; methods.len()];
+        let first_pooled = usize::from(!self.reward_with_bicubic && methods.len() > 2);
+        let mut pooled: Vec<Option<f64>> = (0..methods.len())
+            .map(|m| (reward.is_some() && m >= first_pooled).then_some(0.0))
+            .collect();
         if let Some(reward) = &reward {
             for (i, (_, hr, _)) in pairs.iter().enumerate() {
-                let outputs: Vec<Vec<Planar>> =
-                    methods.iter().map(|m| vec![m.1[i].clone()]).collect();
+                let outputs: Vec<Vec<Planar>> = methods[first_pooled..]
+                    .iter()
+                    .map(|m| vec![m.1[i].clone()])
+                    .collect();
                 let ratios = attribute_ratios(hr, false);
-                for (sum, r) in pooled
+                for (sum, r) in pooled[first_pooled..]
                     .iter_mut()
                     .zip(pooled_method_rewards(reward, hr, ratios, &outputs))
                 {
-                    *sum += r / n;
+                    *sum = sum.map(|s| s + r / n);
                 }
             }
         }
@@ -357,7 +371,7 @@ impl BackendTask for Eval<'_> {
                     psnr_y: psnr / n,
                     ssim_y: ssim / n,
                     detail,
-                    reward: reward.as_ref().map(|_| pooled),
+                    reward: pooled,
                     seconds,
                 }
             })

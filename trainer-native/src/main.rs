@@ -143,6 +143,10 @@ enum Command {
         /// Report the NSS naturalness term (a `fit-nss` model) and the pooled GDPO reward.
         #[arg(long)]
         nss: Option<PathBuf>,
+        /// Pool bicubic with the models for the reward (by default, with two or more models,
+        /// only the models are pooled: bicubic's extremes would squeeze their rewards together).
+        #[arg(long)]
+        reward_with_bicubic: bool,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendKind,
     },
@@ -391,6 +395,7 @@ fn main() -> anyhow::Result<()> {
             discriminator,
             discriminator_channels,
             nss,
+            reward_with_bicubic,
         } => {
             let lr_source = match (lr, degrade) {
                 (Some(_), Some(_)) => anyhow::bail!("--lr and --degrade exclude each other"),
@@ -435,6 +440,7 @@ fn main() -> anyhow::Result<()> {
                         discriminator_channels,
                         nss,
                     },
+                    reward_with_bicubic,
                 },
             )?;
             let table = report.markdown(&format!("x{} on {}", inference.scale, hr.display()));

@@ -306,8 +306,8 @@ impl TileEvents for JsEvents {
 /// Resolves on the next macrotask (`setTimeout(0)`, in windows and workers alike).
 async fn yield_to_event_loop() {
     let global = js_sys::global();
-    let Ok(set_timeout) = Reflect::get(&global, &"setTimeout".into())
-        .and_then(|f| f.dyn_into::<Function>())
+    let Ok(set_timeout) =
+        Reflect::get(&global, &"setTimeout".into()).and_then(|f| f.dyn_into::<Function>())
     else {
         return;
     };

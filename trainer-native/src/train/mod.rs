@@ -274,10 +274,8 @@ fn micro_step_grads<B: AutodiffBackend, S: Stage<B> + Sync>(
     let main = &devices[0];
     let one = |replica: &S::Model, batch: &S::Batch, device: &B::Device| {
         let losses = stage.losses(replica, batch, device);
-        let grads = GradientsParams::from_grads(
-            losses.total.clone().div_scalar(count).backward(),
-            replica,
-        );
+        let grads =
+            GradientsParams::from_grads(losses.total.clone().div_scalar(count).backward(), replica);
         let mut terms: Vec<(&'static str, f64)> = losses
             .terms
             .into_iter()
@@ -401,22 +399,23 @@ pub fn fit<B: AutodiffBackend, S: Stage<B> + Sync>(
     let mut ema = model.valid();
     let mut start = 0;
     if limits.resume
-        && let Some(ckpt) = store.latest()? {
-            let part = |name: &str| {
-                ckpt.parts
-                    .get(name)
-                    .with_context(|| format!("{}: no part `{name}`", ckpt.dir.display()))
-            };
-            model = model.load_record(from_bytes::<B, _>(part("model")?, device)?);
-            ema = ema.load_record(from_bytes::<B::InnerBackend, _>(part("ema")?, device)?);
-            optimizer = optimizer.load_record(from_bytes::<B, _>(part("optimizer")?, device)?);
-            start = ckpt.meta.step;
-            tracing::info!(
-                "{}: resumed from {} (step {start})",
-                stage.name(),
-                ckpt.dir.display()
-            );
-        }
+        && let Some(ckpt) = store.latest()?
+    {
+        let part = |name: &str| {
+            ckpt.parts
+                .get(name)
+                .with_context(|| format!("{}: no part `{name}`", ckpt.dir.display()))
+        };
+        model = model.load_record(from_bytes::<B, _>(part("model")?, device)?);
+        ema = ema.load_record(from_bytes::<B::InnerBackend, _>(part("ema")?, device)?);
+        optimizer = optimizer.load_record(from_bytes::<B, _>(part("optimizer")?, device)?);
+        start = ckpt.meta.step;
+        tracing::info!(
+            "{}: resumed from {} (step {start})",
+            stage.name(),
+            ckpt.dir.display()
+        );
+    }
     let end = limits.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     if start >= end {
         return Ok(Fitted { model, ema });
