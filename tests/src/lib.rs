@@ -38,3 +38,22 @@ pub fn synthetic_image(width: u32, height: u32) -> image::RgbImage {
         ])
     })
 }
+
+/// Every line of a training run's JSON-lines log (`RUN_DIR/log.jsonl`), steps and validations.
+pub fn run_log(run_dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("log.jsonl"))
+        .expect("the run's log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect()
+}
+
+/// Random `tiny` weights written by the CLI's `init --f32` into `path`.
+pub fn init_tiny_f32(path: &std::path::Path) {
+    let status = std::process::Command::new(trainer_binary())
+        .args(["init", "--preset", "tiny", "--f32", "--out"])
+        .arg(path)
+        .status()
+        .expect("run trainer-native init");
+    assert!(status.success(), "trainer-native init failed");
+}

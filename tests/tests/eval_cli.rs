@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use integration_tests::{scratch_dir, synthetic_image, trainer_binary};
+use integration_tests::{init_tiny_f32, scratch_dir, synthetic_image, trainer_binary};
 use trainer_native::{eval::downscale_antialiased, planar::Planar};
 
 /// `(method, psnr, ssim)` rows of the Markdown table.
@@ -52,12 +52,7 @@ fn eval_compares_bicubic_and_models_on_synthetic_and_paired_lr() {
             .unwrap();
     }
     let weights = dir.join("tiny.safetensors");
-    let status = Command::new(trainer_binary())
-        .args(["init", "--preset", "tiny", "--f32", "--out"])
-        .arg(&weights)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    init_tiny_f32(&weights);
     let w = format!("tiny={}", weights.display());
     let synthetic = eval(&["--hr", hr.to_str().unwrap(), "--weights", &w], &dir);
     assert_eq!(
@@ -118,12 +113,7 @@ fn eval_reports_the_gdpo_detail_terms_and_the_pooled_reward() {
         .unwrap();
     assert!(status.success());
     let weights = dir.join("tiny.safetensors");
-    let status = Command::new(trainer_binary())
-        .args(["init", "--preset", "tiny", "--f32", "--out"])
-        .arg(&weights)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    init_tiny_f32(&weights);
     let table = |extra: &[&str]| -> (String, Vec<Vec<f64>>) {
         let out = dir.join("table.md");
         let status = Command::new(trainer_binary())

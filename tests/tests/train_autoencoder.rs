@@ -191,7 +191,7 @@ fn two_devices_train_like_one_device_accumulating_their_micro_batches() {
         cfg.clone(),
         &root.join("two"),
         RunLimits::default(),
-        &[device.clone(), device.clone()],
+        &[device, device],
     )
     .unwrap();
     let diff = max_weight_diff(&one, &two);

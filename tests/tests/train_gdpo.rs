@@ -3,7 +3,7 @@
 //! samples relative to the reference and raises it for negative ones; only the adapters train, the merged output equals the unmerged policy's within 1e-4, `merge` on
 //! the run's checkpoint writes the same file, and an interrupted run resumes bit-exactly.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::{
     module::Module,
@@ -13,7 +13,7 @@ use burn::{
     optim::{AdamWConfig, GradientsParams, Optimizer},
     tensor::{Tensor, TensorData},
 };
-use integration_tests::{scratch_dir, synthetic_image, trainer_binary};
+use integration_tests::{run_log, scratch_dir, synthetic_image, trainer_binary};
 use model::{ModelConfig, NaosdOptions, StoredPrecision, load_weights, save_weights};
 use trainer_native::{
     data::ImageFolder,
@@ -137,14 +137,6 @@ fn config(f: &Fixture, steps: usize, lr: f64) -> GdpoConfig {
     }
 }
 
-fn log(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn gdpo_learns_the_group_preference_and_merges() {
     let _serial = serial();
@@ -161,7 +153,7 @@ fn gdpo_learns_the_group_preference_and_merges() {
     )
     .unwrap();
 
-    let entries = log(&run_dir);
+    let entries = run_log(&run_dir);
     let steps_logged: Vec<&serde_json::Value> = entries
         .iter()
         .filter(|v| v.get("validation").is_none())
@@ -338,7 +330,7 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
             std::slice::from_ref(&device),
         )
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        let first = &log(&dir)[0];
+        let first = &run_log(&dir)[0];
         assert!(
             first["loss"].as_f64().is_some_and(f64::is_finite),
             "{name}: {first}"

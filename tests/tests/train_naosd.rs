@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use integration_tests::{scratch_dir, synthetic_image};
+use integration_tests::{run_log, scratch_dir, synthetic_image};
 use model::{NaosdOptions, load_weights};
 use trainer_native::{
     degrade::DegradationConfig,
@@ -35,14 +35,6 @@ fn options(steps: usize, lr: f64) -> TrainOptions {
         prefetch: 2,
         threads: 1,
     }
-}
-
-fn log(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -95,7 +87,7 @@ fn naosd_stage_trains_from_the_autoencoder() {
     )
     .unwrap();
 
-    let entries = log(&run_dir);
+    let entries = run_log(&run_dir);
     // The UNet's objective: z0 against the clean latent of the frozen stage-1a encoder. (The SR
     // pixel loss of this tiny, briefly trained autoencoder sits at its reconstruction floor, so
     // it cannot show learning here.) Measured: 0.41 -> 0.17 over these 60 steps.

@@ -20,7 +20,7 @@ use std::{path::Path, sync::OnceLock};
 use anyhow::{Context, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::planar::Planar;
+use crate::{planar::Planar, reward::gray_bt601};
 
 /// Features per patch and scale.
 const FEATURES_PER_SCALE: usize = 18;
@@ -46,13 +46,11 @@ pub struct NssModel {
     pub covariance: Vec<f64>,
 }
 
-/// Luma in [0, 255] (BT.601 weights on [0, 1] RGB), as NIQE's grey input.
+/// Grey in [0, 255] (the reward's BT.601 grey, scaled), as NIQE's input.
 fn luma_255(img: &Planar) -> Vec<f64> {
-    let (r, g, b) = (img.plane(0), img.plane(1), img.plane(2));
-    (0..r.len())
-        .map(|i| {
-            255.0 * (0.299 * f64::from(r[i]) + 0.587 * f64::from(g[i]) + 0.114 * f64::from(b[i]))
-        })
+    gray_bt601(img)
+        .into_iter()
+        .map(|v| 255.0 * f64::from(v))
         .collect()
 }
 

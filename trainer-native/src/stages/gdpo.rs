@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     backend::BackendTask,
     data::{HostBatch, ImageFolder, item_rng},
-    degrade::{self, DegradationConfig},
+    degrade::DegradationConfig,
     export::{read_weights, write_atomically},
     image_io::{hstack, planars_to_tensor, tensor_to_planars},
     loss::gdpo::{gdpo_loss, grpo_loss, implicit_accuracy},
@@ -48,7 +48,7 @@ use crate::{
         AttributeRatios, DetailTerms, PsnrY, Reward, RewardMode, attribute_ratios,
         group_advantages, pooled_method_rewards,
     },
-    stages::validation_crops,
+    stages::{degraded_crop, degraded_validation},
     train::{Losses, RunLimits, Stage, TrainOptions, fit, latest_ema, on_private_pool},
 };
 
@@ -223,6 +223,26 @@ fn default_validation_seeds() -> u64 {
 }
 
 impl GdpoConfig {
+    /// The pipeline options the run samples and validates with (seed 0; callers set seeds).
+    pub fn inference_options(&self) -> NaosdOptions {
+        NaosdOptions {
+            scale: self.degradation.scale,
+            t_add: self.t_add,
+            t_diff: self.t_diff,
+            seed: 0,
+            colour_fix: self.colour_fix,
+        }
+    }
+
+    /// [`Self::inference_options`] without the colour fix: the merge check compares the
+    /// networks' raw outputs.
+    fn merge_probe_options(&self) -> NaosdOptions {
+        NaosdOptions {
+            colour_fix: ColourFix::None,
+            ..self.inference_options()
+        }
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         self.train.validate()?;
         self.degradation.validate()?;
@@ -352,7 +372,8 @@ pub struct GdpoStage<B: AutodiffBackend> {
     validation: Vec<(Planar, Planar, AttributeRatios)>,
     /// `detail_<term>` names for the log.
     detail_names: Vec<&'static str>,
-    /// Copies of the reference on the other devices of a data-parallel run.
+    /// The reference per device: its own device first, copies for the other devices of a
+    /// data-parallel run as they are first asked for.
     replicas: std::sync::Mutex<Vec<(B::Device, Naosd<B>)>>,
 }
 
@@ -378,18 +399,13 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         );
         let round = config.reward.round_ratios;
         let validation = match &config.validation {
-            Some(dir) => validation_crops(dir, m.max(scale * 4), 128, 8)?
+            Some(dir) => degraded_validation(dir, m.max(scale * 4), 128, &config.degradation)?
                 .into_iter()
-                .enumerate()
-                .map(|(i, hr)| {
-                    let mut rng = item_rng(0x5eed, u64::MAX, i as u64);
-                    let params =
-                        degrade::sample(&config.degradation, hr.width, hr.height, &mut rng);
-                    let lr = degrade::apply(&params, &hr)?;
+                .map(|(hr, lr)| {
                     let ratios = attribute_ratios(&hr, round);
-                    Ok((hr, lr, ratios))
+                    (hr, lr, ratios)
                 })
-                .collect::<anyhow::Result<_>>()?,
+                .collect(),
             None => Vec::new(),
         };
         // Log keys live as long as the process; a handful of short strings.
@@ -398,22 +414,22 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             .into_iter()
             .map(|n| &*Box::leak(format!("detail_{n}").into_boxed_str()))
             .collect();
+        let reference = reference.no_grad();
+        let home = reference.devices().into_iter().next().context("a device")?;
+        let replicas = std::sync::Mutex::new(vec![(home, reference.clone())]);
         Ok(Self {
             config,
-            reference: reference.no_grad(),
+            reference,
             reward,
             dataset,
             validation,
             detail_names,
-            replicas: std::sync::Mutex::new(Vec::new()),
+            replicas,
         })
     }
 
     /// The frozen reference on `device` (copied there once, for data-parallel runs).
     fn reference_on(&self, device: &B::Device) -> Naosd<B> {
-        if self.reference.devices().first() == Some(device) {
-            return self.reference.clone();
-        }
         let mut replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, r)) = replicas.iter().find(|(d, _)| d == device) {
             return r.clone();
@@ -421,16 +437,6 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let copy = self.reference.clone().fork(device);
         replicas.push((device.clone(), copy.clone()));
         copy
-    }
-
-    fn options(&self) -> NaosdOptions {
-        NaosdOptions {
-            scale: self.config.degradation.scale,
-            t_add: self.config.t_add,
-            t_diff: self.config.t_diff,
-            seed: 0,
-            colour_fix: self.config.colour_fix,
-        }
     }
 
     /// Steps 1-6 on one micro-batch: the loss, its logged terms, and the group statistics.
@@ -456,7 +462,7 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             first_stream,
             latent_origin: (0, 0),
         };
-        let samples = sample_groups(&reference, lr, group, &self.options(), noise)
+        let samples = sample_groups(&reference, lr, group, &cfg.inference_options(), noise)
             .expect("timesteps validated")
             .detach();
 
@@ -606,9 +612,7 @@ impl<B: AutodiffBackend> Stage<B> for GdpoStage<B> {
                 .into_par_iter()
                 .map(|i| {
                     let mut rng = item_rng(seed, step as u64, i as u64);
-                    let hr = dataset.random_crop(crop, &mut rng);
-                    let params = degrade::sample(&degradation, crop, crop, &mut rng);
-                    let lr = degrade::apply(&params, &hr)?;
+                    let (hr, lr) = degraded_crop(&dataset, &degradation, crop, &mut rng)?;
                     let ratios = attribute_ratios(&hr, round);
                     Ok((hr, lr, ratios))
                 })
@@ -648,7 +652,7 @@ impl<B: AutodiffBackend> Stage<B> for GdpoStage<B> {
         }
         let reference = self.reference.valid();
         let policy = unmerged_policy(&reference, ema);
-        let options = self.options();
+        let options = self.config.inference_options();
         let seeds = self.config.validation_seeds;
         let mut sums = vec![0.0; 4 + 2 * self.reward.detail.len()];
         for (i, (hr, lr, ratios)) in self.validation.iter().enumerate() {
@@ -753,12 +757,7 @@ pub fn run<B: Backend>(
     let reward = config.reward.build::<B>(device)?;
     let dataset = ImageFolder::load(&config.data, config.crop)?;
     let threads = config.train.threads;
-    let options = NaosdOptions {
-        scale: config.degradation.scale,
-        t_add: config.t_add,
-        t_diff: config.t_diff,
-        ..Default::default()
-    };
+    let options = config.merge_probe_options();
     let stage = GdpoStage::new(config, reference.clone(), reward, dataset)?;
     let fitted = on_private_pool(threads, || fit(&stage, policy, run_dir, limits, devices))?;
     let out = run_dir.join("gdpo.safetensors");
@@ -781,12 +780,7 @@ impl BackendTask for MergeRun<'_> {
         let (reference, policy) = reference_and_policy::<B>(&self.config, &device)?;
         let (policy, step) = latest_ema(&self.run_dir.join("checkpoints"), policy, &device)?
             .with_context(|| format!("no checkpoint in {}", self.run_dir.display()))?;
-        let options = NaosdOptions {
-            scale: self.config.degradation.scale,
-            t_add: self.config.t_add,
-            t_diff: self.config.t_diff,
-            ..Default::default()
-        };
+        let options = self.config.merge_probe_options();
         let diff = write_merged(&reference, &policy, &options, self.out)?;
         Ok((step, diff))
     }

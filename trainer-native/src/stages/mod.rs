@@ -8,7 +8,13 @@ pub mod naosd;
 
 use std::path::Path;
 
-use crate::{data::ImageFolder, planar::Planar};
+use rand::Rng;
+
+use crate::{
+    data::{ImageFolder, item_rng},
+    degrade::{self, DegradationConfig},
+    planar::Planar,
+};
 
 /// Up to `max_images` centre crops of the validation folder, each side the largest multiple
 /// of `multiple` not above `max_side`.
@@ -30,4 +36,44 @@ pub fn validation_crops(
             img.crop((img.width - w) / 2, (img.height - h) / 2, w, h)
         })
         .collect())
+}
+
+/// A random `crop x crop` HR crop of the dataset and its LR by the seeded Real-ESRGAN
+/// degradation: one training pair of the stages that learn on degraded inputs.
+///
+/// # Errors
+/// When the degradation fails.
+pub fn degraded_crop(
+    dataset: &ImageFolder,
+    degradation: &DegradationConfig,
+    crop: usize,
+    rng: &mut impl Rng,
+) -> anyhow::Result<(Planar, Planar)> {
+    let hr = dataset.random_crop(crop, rng);
+    let params = degrade::sample(degradation, crop, crop, rng);
+    let lr = degrade::apply(&params, &hr)?;
+    Ok((hr, lr))
+}
+
+/// [`validation_crops`] with their LR, degraded with a fixed seed per image so that every
+/// validation sees the same inputs.
+///
+/// # Errors
+/// As [`validation_crops`], and when the degradation fails.
+pub fn degraded_validation(
+    folder: &Path,
+    multiple: usize,
+    max_side: usize,
+    degradation: &DegradationConfig,
+) -> anyhow::Result<Vec<(Planar, Planar)>> {
+    validation_crops(folder, multiple, max_side, 8)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, hr)| {
+            let mut rng = item_rng(0x5eed, u64::MAX, i as u64);
+            let params = degrade::sample(degradation, hr.width, hr.height, &mut rng);
+            let lr = degrade::apply(&params, &hr)?;
+            Ok((hr, lr))
+        })
+        .collect()
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     backend::BackendTask,
     data::{HostBatch, ImageFolder, item_rng},
-    degrade::{self, DegradationConfig},
+    degrade::DegradationConfig,
     export::{read_weights, write_atomically},
     image_io::{hstack, planars_to_tensor, tensor_to_planars},
     loss::{
@@ -42,7 +42,7 @@ use crate::{
     },
     metrics::{psnr_y, ssim_y},
     planar::Planar,
-    stages::validation_crops,
+    stages::{degraded_crop, degraded_validation},
     train::{
         Losses, RunLimits, Stage, TrainOptions, clip_global_norm, fit, on_private_pool, seeded,
     },
@@ -150,17 +150,7 @@ impl NaosdStage {
             "timesteps must be below 1000"
         );
         let validation = match &config.validation {
-            Some(dir) => validation_crops(dir, m.max(scale * 4), 256, 8)?
-                .into_iter()
-                .enumerate()
-                .map(|(i, hr)| {
-                    let mut rng = item_rng(0x5eed, u64::MAX, i as u64);
-                    let params =
-                        degrade::sample(&config.degradation, hr.width, hr.height, &mut rng);
-                    let lr = degrade::apply(&params, &hr)?;
-                    Ok((hr, lr))
-                })
-                .collect::<anyhow::Result<_>>()?,
+            Some(dir) => degraded_validation(dir, m.max(scale * 4), 256, &config.degradation)?,
             None => Vec::new(),
         };
         Ok(Self {
@@ -205,10 +195,7 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
                 .into_par_iter()
                 .map(|i| {
                     let mut rng = item_rng(seed, step as u64, i as u64);
-                    let hr = dataset.random_crop(crop, &mut rng);
-                    let params = degrade::sample(&degradation, crop, crop, &mut rng);
-                    let lr = degrade::apply(&params, &hr)?;
-                    Ok((hr, lr))
+                    degraded_crop(&dataset, &degradation, crop, &mut rng)
                 })
                 .collect::<anyhow::Result<_>>()?;
             let (hr, lr): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();

@@ -255,6 +255,9 @@ pub fn on_private_pool<T: Send>(
     pool.install(f)
 }
 
+/// Named scalar values a micro-batch logs.
+type LoggedTerms = Vec<(&'static str, f64)>;
+
 /// Gradients (on the first device, each scaled by `1 / micro_batches.len()`) and logged
 /// values (with `loss`) of each micro-batch of one optimizer step.
 ///
@@ -269,14 +272,14 @@ fn micro_step_grads<B: AutodiffBackend, S: Stage<B> + Sync>(
     model: &S::Model,
     micro_batches: Vec<S::Batch>,
     devices: &[B::Device],
-) -> anyhow::Result<Vec<(GradientsParams, Vec<(&'static str, f64)>)>> {
+) -> anyhow::Result<Vec<(GradientsParams, LoggedTerms)>> {
     let count = micro_batches.len() as f64;
     let main = &devices[0];
     let one = |replica: &S::Model, batch: &S::Batch, device: &B::Device| {
         let losses = stage.losses(replica, batch, device);
         let grads =
             GradientsParams::from_grads(losses.total.clone().div_scalar(count).backward(), replica);
-        let mut terms: Vec<(&'static str, f64)> = losses
+        let mut terms: LoggedTerms = losses
             .terms
             .into_iter()
             .map(|(name, value)| (name, scalar(value)))
@@ -294,36 +297,35 @@ fn micro_step_grads<B: AutodiffBackend, S: Stage<B> + Sync>(
     for (j, batch) in micro_batches.into_iter().enumerate() {
         per_device[j % devices.len()].push((j, batch));
     }
-    let mut results: Vec<(usize, GradientsParams, Vec<(&'static str, f64)>)> =
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = devices
-                .iter()
-                .zip(per_device)
-                .map(|(device, batches)| {
-                    let replica = model.clone().fork(device);
-                    let one = &one;
-                    scope.spawn(move || {
-                        batches
-                            .into_iter()
-                            .map(|(j, batch)| {
-                                let (grads, terms) = one(&replica, &batch, device);
-                                (j, grads.to_device(main, &replica), terms)
-                            })
-                            .collect::<Vec<_>>()
-                    })
+    let mut results: Vec<(usize, GradientsParams, LoggedTerms)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = devices
+            .iter()
+            .zip(per_device)
+            .map(|(device, batches)| {
+                let replica = model.clone().fork(device);
+                let one = &one;
+                scope.spawn(move || {
+                    batches
+                        .into_iter()
+                        .map(|(j, batch)| {
+                            let (grads, terms) = one(&replica, &batch, device);
+                            (j, grads.to_device(main, &replica), terms)
+                        })
+                        .collect::<Vec<_>>()
                 })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .map_err(|_| anyhow::anyhow!("a training device thread panicked"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        })?
-        .into_iter()
-        .flatten()
-        .collect();
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a training device thread panicked"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
     // Accumulate in micro-batch order, whatever order the devices finished in.
     results.sort_by_key(|r| r.0);
     Ok(results.into_iter().map(|(_, g, t)| (g, t)).collect())
