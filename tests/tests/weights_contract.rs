@@ -188,7 +188,7 @@ fn cli_tiles_like_the_library_and_upscales_folders() {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
 
-    let image = trainer_native::upscale::load_host_image(&inputs.join("a.png")).unwrap();
+    let (image, _) = trainer_native::upscale::load_host_image(&inputs.join("a.png"), 2).unwrap();
     let options = NaosdOptions {
         scale: 2,
         seed: 3,

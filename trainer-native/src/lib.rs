@@ -2,13 +2,16 @@
 //! `main.rs` is the CLI over these modules.
 
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod degrade;
 pub mod eval;
 pub mod export;
+pub mod fault;
 pub mod image_io;
 pub mod info;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod planar;
 pub mod reward;

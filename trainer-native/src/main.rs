@@ -34,6 +34,9 @@ struct Cli {
 enum Command {
     /// Parameter counts and FLOPs per output megapixel of the presets.
     Info,
+    /// Benchmarks (docs/benchmarks.md; `scripts/bench.sh` runs them all).
+    #[command(subcommand)]
+    Bench(trainer_native::bench::BenchCommand),
     /// Write a randomly initialised weight file (tests and smoke runs; not a trained model).
     Init {
         #[arg(long, default_value = "tiny")]
@@ -276,7 +279,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    let _faults = trainer_native::fault::from_env();
     match Cli::parse().command {
+        Command::Bench(bench) => bench.run()?,
         Command::Info => print!("{}", cost_table(&dispatch(BackendKind::Cpu, PresetCosts)?)),
         Command::Init { preset, out, f32 } => {
             let precision = if f32 {
@@ -484,6 +489,9 @@ fn main() -> anyhow::Result<()> {
                     out.display(),
                     seconds / mp
                 );
+            }
+            if let Some(mib) = trainer_native::memory::peak_resident_mib() {
+                println!("peak memory {mib:.0} MiB");
             }
         }
     }

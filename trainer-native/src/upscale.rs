@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use model::{HostImage, NaosdOptions, TileOptions, upscale_tiled};
+use model::{
+    HostImage, NaosdOptions, TileOptions, resample::bicubic_upsample_plane_u8,
+    tiling::check_output_size, upscale_tiled,
+};
 use safetensors::{Dtype, tensor::TensorView};
 
 use crate::{data::list_images, export::read_weights, export::write_atomically};
@@ -68,7 +71,7 @@ impl crate::backend::BackendTask for Upscale<'_> {
         for (input, output) in jobs {
             bar.set_message(input.display().to_string());
             let result = (|| -> anyhow::Result<(usize, usize, f64)> {
-                let image = load_host_image(&input)?;
+                let (image, alpha) = load_host_image(&input, self.options.scale)?;
                 if self.warmup {
                     upscale_tiled(&model, &image, &self.options, tiles, &device, |_, _| {})?;
                 }
@@ -79,7 +82,12 @@ impl crate::backend::BackendTask for Upscale<'_> {
                 })
                 .with_context(|| format!("cannot upscale {}", input.display()))?;
                 let seconds = started.elapsed().as_secs_f64();
-                save_host_image(&sr, &output)?;
+                // Transparency is carried through as in the browser: the alpha plane is
+                // upscaled separately (bicubic), the network only sees colour.
+                let alpha = alpha.map(|a| {
+                    bicubic_upsample_plane_u8(&a, image.width, image.height, self.options.scale)
+                });
+                save_host_image(&sr, alpha.as_deref(), &output)?;
                 if let Some(path) = self.tensor_out {
                     write_rgb_tensor(&sr, path)?;
                 }
@@ -87,7 +95,8 @@ impl crate::backend::BackendTask for Upscale<'_> {
             })();
             match result {
                 Ok((w, h, seconds)) => done.push((input, output, w, h, seconds)),
-                Err(e) => failures.push(format!("  {}: {e:#}", input.display())),
+                // Every error above names its file already.
+                Err(e) => failures.push(format!("  {e:#}")),
             }
         }
         bar.finish_and_clear();
@@ -105,28 +114,61 @@ impl crate::backend::BackendTask for Upscale<'_> {
 }
 
 /// Decodes an image file into the model's host image (RGB in [-1, 1]) through the same
-/// 8-bit conversion the browser uses.
-pub fn load_host_image(path: &Path) -> anyhow::Result<HostImage> {
-    let img = crate::image_io::decode_rgb8(path)?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    Ok(HostImage::from_interleaved_u8(img.as_raw(), w, h, 3, 3)?)
+/// 8-bit conversion the browser uses, and its alpha plane when it has transparency. The
+/// output size at `scale` is checked against the model's limit before any pixel is decoded.
+///
+/// # Errors
+/// As [`crate::image_io::decode_image`], and when the output would be too large.
+pub fn load_host_image(path: &Path, scale: usize) -> anyhow::Result<(HostImage, Option<Vec<u8>>)> {
+    let img = crate::image_io::decode_image(path, |w, h| {
+        Ok(check_output_size(w as usize, h as usize, scale)?)
+    })?;
+    let (w, h) = (img.rgb.width() as usize, img.rgb.height() as usize);
+    Ok((
+        HostImage::from_interleaved_u8(img.rgb.as_raw(), w, h, 3, 3)?,
+        img.alpha,
+    ))
 }
 
-/// Writes a host image as an 8-bit file (format by extension), atomically.
-pub fn save_host_image(image: &HostImage, path: &Path) -> anyhow::Result<()> {
-    let rgb = image::RgbImage::from_raw(
-        image.width as u32,
-        image.height as u32,
-        image.to_interleaved_u8(3, 0),
-    )
-    .context("image buffer size")?;
+/// Writes a host image (and its alpha plane, if any) as an 8-bit file, format by extension,
+/// atomically.
+///
+/// # Errors
+/// When the format is unknown or cannot hold transparency that the image has, or on IO.
+pub fn save_host_image(image: &HostImage, alpha: Option<&[u8]>, path: &Path) -> anyhow::Result<()> {
+    let format = image::ImageFormat::from_path(path)
+        .with_context(|| format!("unknown image extension: {}", path.display()))?;
+    let (w, h) = (image.width as u32, image.height as u32);
+    let picture: image::DynamicImage = match alpha {
+        None => image::RgbImage::from_raw(w, h, image.to_interleaved_u8(3, 0))
+            .context("image buffer size")?
+            .into(),
+        Some(alpha) => {
+            if !matches!(
+                format,
+                image::ImageFormat::Png | image::ImageFormat::WebP | image::ImageFormat::Bmp
+            ) {
+                bail!(
+                    "{}: the image has transparency, which {format:?} cannot store; write .png \
+                     or .webp",
+                    path.display()
+                );
+            }
+            let mut rgba = image.to_interleaved_u8(4, 255);
+            for (px, &a) in rgba.chunks_exact_mut(4).zip(alpha) {
+                px[3] = a;
+            }
+            image::RgbaImage::from_raw(w, h, rgba)
+                .context("image buffer size")?
+                .into()
+        }
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let format = image::ImageFormat::from_path(path)
-        .with_context(|| format!("unknown image extension: {}", path.display()))?;
     let mut bytes = std::io::Cursor::new(Vec::new());
-    rgb.write_to(&mut bytes, format)
+    picture
+        .write_to(&mut bytes, format)
         .with_context(|| format!("cannot encode {}", path.display()))?;
     write_atomically(path, &bytes.into_inner())
 }

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::planar::Planar;
 
 /// Image extensions the dataset reads (decoding is by content).
-pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "webp", "gif"];
 
 /// Image files under `root` (recursively), sorted for a stable order.
 pub fn list_images(root: &Path) -> anyhow::Result<Vec<PathBuf>> {

@@ -486,11 +486,7 @@ fn is_image_file(path: &Path) -> bool {
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    path.is_file()
-        && matches!(
-            ext.as_deref(),
-            Some("png" | "jpg" | "jpeg" | "bmp" | "webp")
-        )
+    path.is_file() && ext.is_some_and(|e| crate::data::IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
 /// Degrades the images of a folder into HR/LR pairs, for inspecting the degradation.

@@ -468,9 +468,12 @@ impl<B: AutodiffBackend> GdpoStage<B> {
 
         // 3. Rewards and advantages (host).
         let planars = tensor_to_planars(samples.clone()).expect("3-channel samples");
-        let scored = self
+        let mut scored = self
             .reward
             .score_groups(&planars, &batch.hr, &batch.ratios, group);
+        if crate::fault::fires(crate::fault::REWARD_NAN) {
+            scored.rewards[0][0] = f64::NAN;
+        }
         let advantages: Vec<Vec<f64>> =
             scored.rewards.iter().map(|r| group_advantages(r)).collect();
 

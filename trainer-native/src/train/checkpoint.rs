@@ -55,8 +55,24 @@ fn sha256(bytes: &[u8]) -> String {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = fs::File::create(path)?;
+    if crate::fault::fires(crate::fault::DISK_FULL) {
+        // What a full disk does: part of the file lands, then the write fails.
+        f.write_all(&bytes[..bytes.len() / 2])?;
+        return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+    }
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Deletes a checkpoint directory so that no kill can leave it half-deleted under its own
+/// name: it is renamed out of the `step-N` namespace first (atomic), then removed.
+fn discard(dir: &Path) -> std::io::Result<()> {
+    let mut doomed = dir.as_os_str().to_owned();
+    doomed.push(".deleting");
+    let doomed = PathBuf::from(doomed);
+    let _ = fs::remove_dir_all(&doomed);
+    fs::rename(dir, &doomed)?;
+    fs::remove_dir_all(&doomed)
 }
 
 fn sync_dir(dir: &Path) {
@@ -121,7 +137,7 @@ impl CheckpointStore {
             )?;
             sync_dir(&tmp_dir);
             if final_dir.exists() {
-                fs::remove_dir_all(&final_dir)?;
+                discard(&final_dir)?;
             }
             fs::rename(&tmp_dir, &final_dir)?;
             sync_dir(&self.dir);
@@ -136,6 +152,7 @@ impl CheckpointStore {
         })();
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp_dir);
+            let _ = fs::remove_file(self.dir.join("latest.partial"));
             return Err(e)
                 .with_context(|| format!("cannot write checkpoint {}", final_dir.display()));
         }
@@ -162,11 +179,12 @@ impl CheckpointStore {
     fn prune(&self) {
         let dirs = self.complete_dirs();
         for (_, dir) in dirs.iter().take(dirs.len().saturating_sub(self.keep)) {
-            let _ = fs::remove_dir_all(dir);
+            let _ = discard(dir);
         }
-        // Leftovers of runs killed mid-save.
+        // Leftovers of runs killed mid-save or mid-delete.
         for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().ends_with(".partial") && e.path().is_dir() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if (name.ends_with(".partial") || name.ends_with(".deleting")) && e.path().is_dir() {
                 let _ = fs::remove_dir_all(e.path());
             }
         }

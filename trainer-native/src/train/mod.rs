@@ -207,6 +207,30 @@ fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
 struct RunLog(BufWriter<File>);
 
 impl RunLog {
+    /// Opens the log for appending after `step` steps: records of later steps (written by a
+    /// run that was killed before its next checkpoint, and redone now) and a line cut short
+    /// by the kill are dropped, so a resumed run's log reads like an uninterrupted one.
+    fn resume_after(path: &Path, step: usize) -> anyhow::Result<Self> {
+        if let Ok(text) = fs::read_to_string(path) {
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            if kept.len() != text.len() {
+                let tmp = path.with_extension("jsonl.partial");
+                fs::write(&tmp, kept)?;
+                fs::rename(&tmp, path)?;
+            }
+        }
+        Self::open(path)
+    }
+
     fn open(path: &Path) -> anyhow::Result<Self> {
         let f = fs::OpenOptions::new()
             .create(true)
@@ -276,7 +300,10 @@ fn micro_step_grads<B: AutodiffBackend, S: Stage<B> + Sync>(
     let count = micro_batches.len() as f64;
     let main = &devices[0];
     let one = |replica: &S::Model, batch: &S::Batch, device: &B::Device| {
-        let losses = stage.losses(replica, batch, device);
+        let mut losses = stage.losses(replica, batch, device);
+        if crate::fault::fires(crate::fault::LOSS_NAN) {
+            losses.total = losses.total.mul_scalar(f64::NAN);
+        }
         let grads =
             GradientsParams::from_grads(losses.total.clone().div_scalar(count).backward(), replica);
         let mut terms: LoggedTerms = losses
@@ -424,7 +451,7 @@ pub fn fit<B: AutodiffBackend, S: Stage<B> + Sync>(
     }
 
     let schedule = opts.schedule();
-    let mut log = RunLog::open(&run_dir.join("log.jsonl"))?;
+    let mut log = RunLog::resume_after(&run_dir.join("log.jsonl"), start)?;
     let loader = Prefetcher::new(
         start * opts.accumulate,
         end * opts.accumulate,
@@ -476,12 +503,23 @@ pub fn fit<B: AutodiffBackend, S: Stage<B> + Sync>(
             }
         }
         let (grads, grad_norm) = stage.clip(&model, accumulator.grads(), opts.grad_clip);
-        if !logged["loss"].is_finite() || !grad_norm.is_finite() {
+        // Any non-finite value (loss, a reward, the gradient) stops the run before the
+        // optimizer step: the weights never take a NaN, and no checkpoint holds one.
+        let broken: Vec<String> = logged
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .chain([("grad_norm", grad_norm)])
+            .filter(|(_, v)| !v.is_finite())
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        if !broken.is_empty() {
             bar.abandon();
             bail!(
-                "{}: non-finite loss ({}) or gradient norm ({grad_norm}) at step {step}; stopped, the last good checkpoint is kept in {}",
+                "{}: non-finite {} at step {} (as numbered in the log); stopped, the last good \
+                 checkpoint is kept in {}",
                 stage.name(),
-                logged["loss"],
+                broken.join(", "),
+                step + 1,
                 store.dir().display()
             );
         }
