@@ -29,7 +29,7 @@ const OUT_SIDE: usize = 256;
 
 /// Blocks until `t` is computed (one value read back), whatever the backend's laziness.
 fn settle<const D: usize>(t: Tensor<B, D>) {
-    t.flatten::<1>(0, D - 1).slice([0..1]).into_data();
+    t.flatten::<1>(0, D - 1).narrow(0, 0, 1).into_data();
 }
 
 fn networks(c: &mut Criterion) {
@@ -125,7 +125,11 @@ fn reward(c: &mut Criterion) {
         b.iter(|| critic.score(&samples, &references));
     });
     group.bench_function("attribute_ratios", |b| {
-        b.iter(|| hr.iter().map(|h| attribute_ratios(h, false)).count());
+        b.iter(|| {
+            hr.iter()
+                .map(|h| attribute_ratios(h, false))
+                .collect::<Vec<_>>()
+        });
     });
     let full = Reward {
         mode: RewardMode::Full,

@@ -170,7 +170,7 @@ fn best_of<B: Backend, const D: usize>(
     let run = || -> anyhow::Result<f64> {
         let started = Instant::now();
         let out = op();
-        let one = out.flatten::<1>(0, D - 1).slice([0..1]);
+        let one = out.flatten::<1>(0, D - 1).narrow(0, 0, 1);
         one.into_data();
         B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
         Ok(started.elapsed().as_secs_f64())
