@@ -110,6 +110,19 @@ impl HostImage {
         out
     }
 
+    /// RGBA8 pixels of a 3-channel image: the colour quantised as in
+    /// [`Self::to_interleaved_u8`], alpha from `alpha` (row-major, one byte per pixel: the
+    /// separately upscaled transparency of the input) or opaque when there is none.
+    pub fn to_rgba_u8(&self, alpha: Option<&[u8]>) -> Vec<u8> {
+        let mut rgba = self.to_interleaved_u8(4, 255);
+        if let Some(alpha) = alpha {
+            for (px, &a) in rgba.chunks_exact_mut(4).zip(alpha) {
+                px[3] = a;
+            }
+        }
+        rgba
+    }
+
     /// The values mapped from [-1, 1] to [0, 1] (clamped), CHW.
     pub fn to_unit_range(&self) -> Vec<f32> {
         self.data

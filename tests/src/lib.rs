@@ -48,6 +48,26 @@ pub fn run_log(run_dir: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs the CLI's `upscale` of `input` (a file or folder) into `output` with `weights`, plus
+/// `extra` arguments, and returns what it did.
+pub fn run_upscale(
+    weights: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(trainer_binary())
+        .args(["upscale", "--weights"])
+        .arg(weights)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .output()
+        .expect("run trainer-native upscale")
+}
+
 /// Random `tiny` weights written by the CLI's `init --f32` into `path`.
 pub fn init_tiny_f32(path: &std::path::Path) {
     let status = std::process::Command::new(trainer_binary())

@@ -5,7 +5,7 @@
 //! previous checkpoint intact. Faults are fired through `FAILPOINTS` (trainer_native::fault).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use integration_tests::{run_log, scratch_dir, synthetic_image, trainer_binary};
@@ -220,8 +220,16 @@ fn gdpo_killed_at_random_moments_resumes_bit_identically() {
     kill_resume_matches_uninterrupted("gdpo", &config, &root, 16, 0xfeed);
 }
 
-fn with_fault(mut cmd: Command, fault: &str) -> Output {
-    cmd.env("FAILPOINTS", fault).output().unwrap()
+/// Runs `cmd` with the fault points `fault` set, expects it to stop with exit code 1 (an
+/// error, not a panic) and every one of `needles` in its message.
+fn stops_with_fault(mut cmd: Command, fault: &str, needles: &[&str]) {
+    let out = cmd.env("FAILPOINTS", fault).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "`{needle}` missing from: {stderr}");
+    }
 }
 
 /// The step of the newest complete checkpoint.
@@ -236,17 +244,11 @@ fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint()
     let config = autoencoder_config(&root, 10);
     let run_dir = root.join("run");
     // The fifth evaluation (step 5) gets a NaN loss.
-    let out = with_fault(
+    stops_with_fault(
         train("autoencoder", &config, &run_dir, false),
         "train-loss-nan=4*off->1*return->off",
+        &["non-finite loss = NaN", "at step 5"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("non-finite loss = NaN") && stderr.contains("at step 5"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(latest_checkpoint_step(&run_dir), 4);
     assert!(
         !run_dir.join("autoencoder.safetensors").exists(),
@@ -280,17 +282,11 @@ fn a_nan_reward_stops_gdpo_naming_the_step() {
     let root = scratch_dir("nan-reward");
     let config = gdpo_config(&root, 6);
     let run_dir = root.join("run");
-    let out = with_fault(
+    stops_with_fault(
         train("gdpo", &config, &run_dir, false),
         "gdpo-reward-nan=2*off->1*return->off",
+        &["reward_mean = NaN", "at step 3"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("reward_mean = NaN") && stderr.contains("at step 3"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(latest_checkpoint_step(&run_dir), 2);
 }
 
@@ -301,14 +297,11 @@ fn a_full_disk_while_saving_keeps_the_previous_checkpoint() {
     let run_dir = root.join("run");
     // A checkpoint is 4 file writes plus the `latest` pointer: the 11th write is the first
     // file of the third checkpoint.
-    let out = with_fault(
+    stops_with_fault(
         train("autoencoder", &config, &run_dir, false),
         "checkpoint-disk-full=10*off->1*return->off",
+        &["No space left on device", "step-0000003"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("No space left on device"), "{stderr}");
-    assert!(stderr.contains("step-0000003"), "{stderr}");
     assert_eq!(latest_checkpoint_step(&run_dir), 2);
     assert_eq!(assert_no_half_written_checkpoint(&run_dir), 2);
     assert!(!run_dir.join("checkpoints/step-0000003.partial").exists());

@@ -3,9 +3,8 @@
 //! alpha, or a clear error), through the library and through the CLI, and nothing panics.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use integration_tests::{scratch_dir, trainer_binary};
+use integration_tests::{run_upscale, scratch_dir};
 use model::tiling::check_output_size;
 use serde_json::Value;
 use trainer_native::image_io::decode_image_bytes;
@@ -161,15 +160,7 @@ fn the_cli_upscales_a_folder_of_hostile_files_and_names_each_failure() {
     let weights = dir.join("w.safetensors");
     integration_tests::init_tiny_f32(&weights);
     let out = dir.join("out");
-    let run = Command::new(trainer_binary())
-        .args(["upscale", "--scale", "2", "--weights"])
-        .arg(&weights)
-        .arg("--input")
-        .arg(corpus().join("images"))
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = run_upscale(&weights, &corpus().join("images"), &out, &["--scale", "2"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -228,16 +219,11 @@ fn transparency_is_carried_through_the_cli_upscale() {
     integration_tests::init_tiny_f32(&weights);
     let input = corpus().join("images/rgba.png");
     let output = dir.join("out.png");
-    let status = Command::new(trainer_binary())
-        .args(["upscale", "--scale", "2", "--weights"])
-        .arg(&weights)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(
+        run_upscale(&weights, &input, &output, &["--scale", "2"])
+            .status
+            .success()
+    );
     let src = image::open(&input).unwrap().to_rgba8();
     let alpha: Vec<u8> = src.pixels().map(|p| p.0[3]).collect();
     let expected = model::resample::bicubic_upsample_plane_u8(
@@ -252,15 +238,7 @@ fn transparency_is_carried_through_the_cli_upscale() {
     assert!(got.iter().any(|&a| a < 128) && got.iter().any(|&a| a > 128));
 
     // JPEG cannot hold it: a clear error instead of silently dropping it.
-    let run = Command::new(trainer_binary())
-        .args(["upscale", "--scale", "2", "--weights"])
-        .arg(&weights)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(dir.join("out.jpg"))
-        .output()
-        .unwrap();
+    let run = run_upscale(&weights, &input, &dir.join("out.jpg"), &["--scale", "2"]);
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("transparency"));
     assert!(!dir.join("out.jpg").exists());
@@ -288,15 +266,7 @@ fn every_hostile_weight_file_is_refused_with_its_reason() {
             }
             Ok(Err(_)) => {}
         }
-        let run = Command::new(trainer_binary())
-            .args(["upscale", "--weights"])
-            .arg(&path)
-            .arg("--input")
-            .arg(&image)
-            .arg("--output")
-            .arg(dir.join(format!("{file}.png")))
-            .output()
-            .unwrap();
+        let run = run_upscale(&path, &image, &dir.join(format!("{file}.png")), &[]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         if run.status.code() != Some(1)
             || !mentions(&stderr, pattern)

@@ -3,22 +3,12 @@
 //! bounded up to the largest size CI can afford natively (a 4.2 MP output on the CPU).
 
 use std::path::Path;
-use std::process::Command;
 
-use integration_tests::{init_tiny_f32, scratch_dir, synthetic_image, trainer_binary};
+use integration_tests::{init_tiny_f32, run_upscale, scratch_dir, synthetic_image};
 
 /// Runs `upscale` and returns (exit code, stdout + stderr).
 fn upscale(weights: &Path, input: &Path, output: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(trainer_binary())
-        .args(["upscale", "--weights"])
-        .arg(weights)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = run_upscale(weights, input, output, extra);
     (
         out.status.code(),
         format!(

@@ -72,6 +72,7 @@ impl crate::backend::BackendTask for Upscale<'_> {
             bar.set_message(input.display().to_string());
             let result = (|| -> anyhow::Result<(usize, usize, f64)> {
                 let (image, alpha) = load_host_image(&input, self.options.scale)?;
+                output_format(&output, alpha.is_some())?;
                 if self.warmup {
                     upscale_tiled(&model, &image, &self.options, tiles, &device, |_, _| {})?;
                 }
@@ -130,38 +131,40 @@ pub fn load_host_image(path: &Path, scale: usize) -> anyhow::Result<(HostImage, 
     ))
 }
 
+/// The image format `path` names, checked to hold transparency when the image has some
+/// (checked before the upscale too, so that a wrong extension costs no inference).
+///
+/// # Errors
+/// When the extension is unknown, or names a format without an alpha channel (JPEG) for an
+/// image with transparency.
+fn output_format(path: &Path, has_alpha: bool) -> anyhow::Result<image::ImageFormat> {
+    use image::ImageFormat::{Bmp, Png, WebP};
+    let format = image::ImageFormat::from_path(path)
+        .with_context(|| format!("unknown image extension: {}", path.display()))?;
+    if has_alpha && !matches!(format, Png | WebP | Bmp) {
+        bail!(
+            "{}: the image has transparency, which {format:?} cannot store; write .png or .webp",
+            path.display()
+        );
+    }
+    Ok(format)
+}
+
 /// Writes a host image (and its alpha plane, if any) as an 8-bit file, format by extension,
 /// atomically.
 ///
 /// # Errors
 /// When the format is unknown or cannot hold transparency that the image has, or on IO.
 pub fn save_host_image(image: &HostImage, alpha: Option<&[u8]>, path: &Path) -> anyhow::Result<()> {
-    let format = image::ImageFormat::from_path(path)
-        .with_context(|| format!("unknown image extension: {}", path.display()))?;
+    let format = output_format(path, alpha.is_some())?;
     let (w, h) = (image.width as u32, image.height as u32);
     let picture: image::DynamicImage = match alpha {
         None => image::RgbImage::from_raw(w, h, image.to_interleaved_u8(3, 0))
             .context("image buffer size")?
             .into(),
-        Some(alpha) => {
-            if !matches!(
-                format,
-                image::ImageFormat::Png | image::ImageFormat::WebP | image::ImageFormat::Bmp
-            ) {
-                bail!(
-                    "{}: the image has transparency, which {format:?} cannot store; write .png \
-                     or .webp",
-                    path.display()
-                );
-            }
-            let mut rgba = image.to_interleaved_u8(4, 255);
-            for (px, &a) in rgba.chunks_exact_mut(4).zip(alpha) {
-                px[3] = a;
-            }
-            image::RgbaImage::from_raw(w, h, rgba)
-                .context("image buffer size")?
-                .into()
-        }
+        Some(_) => image::RgbaImage::from_raw(w, h, image.to_rgba_u8(alpha))
+            .context("image buffer size")?
+            .into(),
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;

@@ -365,12 +365,7 @@ fn result_object(
     backend: &str,
 ) -> Result<JsValue, JsValue> {
     let result = Object::new();
-    let mut rgba = out.to_interleaved_u8(4, 255);
-    if let Some(alpha) = alpha {
-        for (px, a) in rgba.chunks_exact_mut(4).zip(alpha) {
-            px[3] = *a;
-        }
-    }
+    let rgba = out.to_rgba_u8(alpha);
     Reflect::set(&result, &"width".into(), &(out.width as f64).into())?;
     Reflect::set(&result, &"height".into(), &(out.height as f64).into())?;
     Reflect::set(&result, &"data".into(), &Uint8ClampedArray::from(&rgba[..]))?;

@@ -162,6 +162,19 @@ fn median_seconds(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// [`median_seconds`] of `f` followed by a device sync (lazy backends really run it).
+fn synced_median<B: Backend>(
+    warmup: usize,
+    repeats: usize,
+    device: &B::Device,
+    f: &dyn Fn(),
+) -> f64 {
+    median_seconds(warmup, repeats, || {
+        f();
+        sync::<B>(device);
+    })
+}
+
 fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("device sync");
 }
@@ -352,9 +365,8 @@ fn measure<B: Backend>(args: &StepsArgs, device: &B::Device) -> anyhow::Result<V
                 let (h, w) = parse_size(size)?;
                 let lr =
                     Tensor::<B, 4>::random([1, 3, h, w], Distribution::Uniform(-1.0, 1.0), device);
-                let seconds = median_seconds(args.warmup, args.repeats, || {
+                let seconds = synced_median::<B>(args.warmup, args.repeats, device, &|| {
                     let _sr = model.upscale(lr.clone(), &options).expect("valid options");
-                    sync::<B>(device);
                 });
                 let out_mp = (h * w * options.scale * options.scale) as f64 / 1e6;
                 eprintln!("inference {h}x{w} -> {out_mp:.2} MP: {seconds:.3} s");
@@ -539,12 +551,7 @@ fn inference_parts<B: Backend>(
         latent_origin: (0, 0),
     };
     let (warmup, repeats) = (args.warmup, args.repeats);
-    let time = |f: &dyn Fn()| {
-        median_seconds(warmup, repeats, || {
-            f();
-            sync::<B>(device);
-        })
-    };
+    let time = |f: &dyn Fn()| synced_median::<B>(warmup, repeats, device, f);
     json!({
         "bicubic": time(&|| drop(bicubic_upsample(lr.clone(), options.scale))),
         "encoder": time(&|| drop(model.encode(lr_up.clone()))),
@@ -584,12 +591,7 @@ fn gdpo_forward_parts<B: Backend>(
     let ad_x_t = Tensor::<Autodiff<B>, 4>::from_inner(x_t.clone());
     let ad_xi = Tensor::<Autodiff<B>, 4>::from_inner(xi.clone());
     let (warmup, repeats) = (args.warmup, args.repeats);
-    let time = |f: &dyn Fn()| {
-        median_seconds(warmup, repeats, || {
-            f();
-            sync::<B>(device);
-        })
-    };
+    let time = |f: &dyn Fn()| synced_median::<B>(warmup, repeats, device, f);
     json!({
         "sample": time(&|| drop(sample())),
         "reward": time(&|| {
@@ -615,12 +617,7 @@ fn gdpo_forward_parts<B: Backend>(
 fn op_benchmarks<B: Backend>(args: &StepsArgs, device: &B::Device) -> Value {
     let (warmup, repeats) = (args.warmup, args.repeats.max(5));
     let mut ops = serde_json::Map::new();
-    let time = |f: &dyn Fn()| {
-        median_seconds(warmup, repeats, || {
-            f();
-            sync::<B>(device);
-        })
-    };
+    let time = |f: &dyn Fn()| synced_median::<B>(warmup, repeats, device, f);
     for (name, c, side) in [
         ("conv3x3_c128_128x128", 128, 128),
         ("conv3x3_c64_256x256", 64, 256),
