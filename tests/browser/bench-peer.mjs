@@ -275,7 +275,7 @@ for (const model of opt.models.split(",")) {
 notes.push(`${cpus().length} CPU cores; 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end`);
 notes.push(`native times from target/${profile}/trainer-native; ours: ${oursBrowser ? `best browser row is ${oursBrowser.backend}` : "no browser row"}`);
 notes.push(`timing: load, one warm-up on the same image, median of up to ${runs} timed runs (fewer once 30 s were spent) incl. read-back; ratios < 1 mean ours is faster`);
-notes.push("UpscalerJS 1.0 pins tfjs ~4.11: its WebGPU backend needed a shim for GPUAdapter.requestAdapterInfo (removed from Chromium) and a float32 tensor input (its int32 conv path emits WGSL Chromium rejects); tfjs wasm uses wasm SIMD (XNNPACK; our wasm is built without simd128) and no threads (no cross-origin isolation; ours is single-threaded too)");
+notes.push("UpscalerJS 1.0 pins tfjs ~4.11: its WebGPU backend needed a shim for GPUAdapter.requestAdapterInfo (removed from Chromium) and a float32 tensor input (its int32 conv path emits WGSL Chromium rejects); tfjs wasm uses wasm SIMD (XNNPACK) and no threads (no cross-origin isolation); ours also uses wasm SIMD (burn-flex's simd feature, +simd128 in .cargo/config.toml) and is single-threaded too");
 notes.push("browser WebGPU here is SwiftShader and native wgpu is Mesa lavapipe: two different CPU rasterisers, so that ratio is not the browser overhead on a real GPU; browser CPU is single-threaded wasm, native CPU uses every core");
 
 const result = {
