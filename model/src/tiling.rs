@@ -223,8 +223,14 @@ struct AxisPlan {
 }
 
 impl AxisPlan {
-    /// Tiles of `tile` pixels (the last one up to `align - 1` longer) with starts on multiples
-    /// of `align`, spread evenly so that neighbours overlap by at least about `overlap`.
+    /// The fewest tiles of at most `tile` pixels that overlap by about `overlap`, all of one
+    /// length (the last one up to `align - 1` longer), with starts on multiples of `align`,
+    /// spread evenly.
+    ///
+    /// The tiles share the length equally rather than each taking the full `tile`: full
+    /// tiles would overlap by whatever slack is left, computing pixels twice for nothing (at
+    /// 504 LR pixels and `tile` 256 three full tiles cover 768 pixels, 2.3x the image's area
+    /// in two dimensions; three equal tiles of 192 cover 576, 1.3x).
     fn new(len: usize, tile: usize, overlap: usize, align: usize, scale: usize) -> Self {
         let tile = tile.max(align).div_ceil(align) * align;
         let spans = if len <= tile {
@@ -232,15 +238,30 @@ impl AxisPlan {
         } else {
             let stride = (tile.saturating_sub(overlap) / align).max(1) * align;
             let count = (len - tile).div_ceil(stride) + 1;
-            let last_start = (len - tile) / align * align;
             // `len > tile`, so there are at least two tiles.
-            (0..count)
-                .map(|i| {
-                    let start = (i * last_start / (count - 1)) / align * align;
-                    let end = if i + 1 == count { len } else { start + tile };
-                    (start, end - start)
-                })
-                .collect()
+            let spans_of = |t: usize| -> Vec<(usize, usize)> {
+                let last_start = (len - t) / align * align;
+                (0..count)
+                    .map(|i| {
+                        let start = (i * last_start / (count - 1)) / align * align;
+                        let end = if i + 1 == count { len } else { start + t };
+                        (start, end - start)
+                    })
+                    .collect()
+            };
+            let overlaps = |spans: &[(usize, usize)]| {
+                spans.windows(2).all(|w| w[0].0 + w[0].1 >= w[1].0 + overlap)
+            };
+            // The equal share, grown by `align` until the aligned starts keep the overlap
+            // (at `tile` it is the full-tile plan, which is taken as it is).
+            let mut t = (len + (count - 1) * overlap).div_ceil(count).div_ceil(align) * align;
+            loop {
+                let spans = spans_of(t.min(tile));
+                if t >= tile || overlaps(&spans) {
+                    break spans;
+                }
+                t += align;
+            }
         };
         // Linear ramps over each overlap (in output pixels), then normalised per pixel.
         let out_len = len * scale;
@@ -590,6 +611,37 @@ mod tests {
             assert_eq!(plan.spans.last().map(|s| s.0 + s.1), Some(len));
             for (p, s) in sum.iter().enumerate() {
                 assert!((s - 1.0).abs() < 1e-5, "pixel {p} has weight {s}");
+            }
+        }
+    }
+
+    /// The planner uses the fewest tiles the tile size allows, all of one size, so the work
+    /// (pixels computed, overlaps included) stays close to the image's own pixels.
+    #[test]
+    fn axis_plan_shares_the_length_among_the_fewest_tiles() {
+        // base x4 with the native default tile: 2016x2016 output from 504x504 LR.
+        let plan = AxisPlan::new(504, 256, 32, 8, 4);
+        let lens: Vec<usize> = plan.spans.iter().map(|s| s.1).collect();
+        assert_eq!(lens.len(), 3, "two tiles of 256 cannot cover 504 with overlap");
+        assert!(lens.iter().all(|&n| n <= 200), "tiles {lens:?}");
+        for w in plan.spans.windows(2) {
+            assert!(w[0].0 + w[0].1 >= w[1].0 + 32, "overlap kept: {:?}", plan.spans);
+        }
+        let work: usize = lens.iter().sum();
+        assert!(work <= 600, "{work} LR pixels computed for 504");
+        // Whatever the length, the tiles never exceed the size asked for, their count is
+        // the least that covers the length with `tile`-sized steps, and they overlap by at
+        // least `overlap` where full tiles would.
+        for len in 257..1200 {
+            let plan = AxisPlan::new(len, 256, 32, 8, 4);
+            let full = (len - 256).div_ceil(224) + 1;
+            assert_eq!(plan.spans.len(), full, "len {len}");
+            for (i, &(_, n)) in plan.spans.iter().enumerate() {
+                let last = i + 1 == plan.spans.len();
+                assert!(n <= 256 + if last { 7 } else { 0 }, "len {len}: {:?}", plan.spans);
+            }
+            for w in plan.spans.windows(2) {
+                assert!(w[0].0 + w[0].1 >= w[1].0 + 32, "len {len}: {:?}", plan.spans);
             }
         }
     }
