@@ -10,7 +10,9 @@
 # Parts (names for BENCH_SKIP): native (inference MP/s and peak memory, per backend and size),
 # flops (counted FLOPs, measured peak), criterion (micro-benchmarks), torch (PyTorch
 # reference: parity, inference, training steps), browser (our page vs UpscalerJS in headless
-# Chromium, and vs native), wgpu, cuda (backends; cuda runs only where nvidia-smi works).
+# Chromium, and vs native), wgpu, cuda (backends; cuda runs only where nvidia-smi works),
+# gpu (with cuda: burn-cuda vs the machine's PyTorch CUDA through scripts/gpu-session.sh,
+# into the report's "GPU" section; without a GPU the section shows docs/results/gpu-*).
 # Knobs: BENCH_SIZES (output MP, default "0.25 1 4"), BENCH_RUNS (timed runs per size,
 # default 3), BENCH_WGPU_SIZES (default: BENCH_SIZES), BENCH_WGPU_RUNS (default 1),
 # BENCH_STEPS_ARGS (training-step sizes given to both the PyTorch and the burn side, e.g.
@@ -154,6 +156,19 @@ if part browser; then
         step browser node tests/browser/bench-peer.mjs --json "$OUT/browser.json"
 fi
 
+# The GPU section: burn-cuda against the PyTorch CUDA installed on this machine (`python3`),
+# single ops with both convolution algorithms, the tiled inference sizes, FLOP/s; the same
+# script a lent GPU machine runs (docs/gpu.md), here on the release binary just built.
+gpu_args=()
+if [[ " ${backends[*]} " == *" cuda "* ]] && part gpu; then
+    rm -rf "$OUT/gpu"
+    mkdir -p "$OUT/gpu/local"
+    step gpu env GPU_BIN="$BIN" GPU_WORK="$OUT/gpu/local" OUT="$OUT/gpu/packed" \
+        GPU_BUDGET="${BENCH_GPU_BUDGET:-1800}" GPU_PARTS=ops,torch,infer,flops,ops-native \
+        ./scripts/gpu-session.sh
+    gpu_args=(--gpu-dir "$OUT/gpu")
+fi
+
 # The report, whatever ran.
-python3 scripts/bench_report.py --dir "$OUT" --out docs/benchmarks.md
+python3 scripts/bench_report.py --dir "$OUT" --out docs/benchmarks.md "${gpu_args[@]}"
 log "wrote docs/benchmarks.md"

@@ -212,8 +212,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="target/bench")
     ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--gpu-dir", default=None,
+                    help="results of scripts/gpu-session.sh (default: the newest docs/results/gpu-*)")
     args = ap.parse_args()
     d = args.dir
+    gpu_dir = args.gpu_dir or newest_gpu_dir()
     rep = Report(d)
 
     inference = read_json(os.path.join(d, "inference.jsonl"), lines=True) or []
@@ -250,7 +253,9 @@ def main():
     rows = [
         ["CPU", f"{hw['cpu']}, {hw['cpus']} logical CPUs ({', '.join(simd) or 'no AVX2'})"],
         ["RAM", ram],
-        ["GPU", hw["gpu"] or "none (`nvidia-smi` absent): CUDA rows not measured"],
+        ["GPU", hw["gpu"] or ("none here (`nvidia-smi` absent); the CUDA figures come from a lent "
+                              f"{gpu_env(load_gpu(gpu_dir)['env'])['gpu']}: section \"GPU\"" if gpu_dir else
+                              "none (`nvidia-smi` absent): CUDA rows not measured")],
         ["wgpu adapter", "Mesa lavapipe (Vulkan on the CPU)" if not hw["gpu"] else "the GPU's Vulkan driver"],
         ["OS", f"{hw['os'] or '?'}, {hw['kernel'] or '?'}"],
         ["rustc", sh("rustc", "-V") or "?"],
@@ -312,6 +317,8 @@ def main():
             ])
     else:
         goal_rows.append(["burn training steps >= PyTorch", rep.why_missing("torch", "steps-cpu", "torch-bench"), "unknown"])
+    if gpu_dir:
+        goal_rows.extend(gpu_goal_rows(load_gpu(gpu_dir)))
     bratios = browser.get("ratios", {}) if isinstance(browser, dict) else {}
     r = bratios.get("ours browser WebGPU / native wgpu")
     if r is not None:
@@ -362,7 +369,7 @@ def main():
         if not results:
             why = rep.why_missing(b) if b != "cpu" else rep.why_missing("native", "build")
             if b == "cuda" and not hw["gpu"]:
-                why = "not measured: no GPU on this machine"
+                why = "not measured here (no GPU on this machine)" + ("; a lent GPU's figures: section \"GPU\"" if gpu_dir else "")
             rows.append([BACKEND_LABEL[b], why, "", "", "", "", "", "", ""])
             continue
         ref = nearest(results, 1.0) or results[0]
@@ -450,7 +457,7 @@ def main():
     for b in BACKENDS:
         p = peaks.get(b)
         if not p or not p.get("peak"):
-            why = "not measured: no GPU on this machine" if b == "cuda" and not hw["gpu"] else rep.why_missing(f"flops-{b}", "flops")
+            why = ("not measured here (no GPU on this machine)" + ("; a lent GPU's figures: section \"GPU\"" if gpu_dir else "")) if b == "cuda" and not hw["gpu"] else rep.why_missing(f"flops-{b}", "flops")
             rows.append([BACKEND_LABEL[b], why, "", "", ""])
             continue
         for k in p["peak"]:
@@ -506,6 +513,10 @@ def main():
         rep.add("Not run: " + rep.why_missing("torch", "torch-venv", "torch-bench") + ".")
         rep.add()
 
+    # ---- GPU ----------------------------------------------------------------------------
+    if gpu_dir:
+        gpu_section(rep, gpu_dir)
+
     # ---- browser ------------------------------------------------------------------------
     rep.add("## 3. Browser: our page vs UpscalerJS, and vs native")
     rep.add()
@@ -528,6 +539,13 @@ def main():
     ]:
         full = os.path.join(d, path)
         rows.append([name, f"`{full}`", file_date(full) or "missing"])
+    if gpu_dir:
+        calls = sorted(p for p in glob.glob(os.path.join(gpu_dir, "*")) if os.path.isdir(p))
+        for call in calls:
+            env = os.path.join(call, "env.txt")
+            rows.append([f"GPU call `{os.path.basename(call)}`", f"`{os.path.relpath(call, ROOT)}/`",
+                         (open(env, encoding="utf-8").readline().strip() if os.path.exists(env) else None)
+                         or file_date(call) or "?"])
     rep.table(["part", "file", "written"], rows)
     statuses = sorted(glob.glob(os.path.join(d, "status", "*")))
     if statuses:
@@ -651,8 +669,9 @@ OP_DIAGNOSIS = [
     "Until 2026-11-27 burn-flex ran without its `simd` and `rayon` features (burn's `flex` "
     "feature does not enable them when burn's default features are off), so every op but "
     "gemm's own micro-kernels ran scalar on one thread: GroupNorm + SiLU was 69x slower than "
-    "PyTorch, untiled inference 0.16-0.22x its speed. The workspace now enables both "
-    "(docs/architecture.md); the rows above are measured with them.",
+    "PyTorch, untiled inference 0.16-0.22x its speed (2026-11-26, on an AMD EPYC machine of "
+    "this kind). The workspace now enables both (docs/architecture.md); the rows above are "
+    "measured with them.",
     "GroupNorm + SiLU: GroupNorm is composed of generic ops (sum_dim, sub, square, sum_dim, "
     "add, sqrt, div, mul, add), now SIMD and parallel; the larger part left is SiLU: "
     "burn-flex's sigmoid and exp go through `unary_op`, a scalar loop calling `expf` one "
@@ -789,6 +808,270 @@ def browser_section(rep, b):
         rep.table(["ratio (time; < 1: ours faster)", ">value"], [[k, fmt(v)] for k, v in ratios.items()])
     for n in b.get("notes") or []:
         rep.add(f"- {n}")
+    rep.add()
+
+
+# ---------------------------------------------------------------- GPU (lent machine)
+
+GPU_RESULTS = os.path.join(ROOT, "docs", "results")
+
+
+def newest_gpu_dir():
+    """The newest `docs/results/gpu-*` folder (scripts/gpu-session.sh results), or None."""
+    dirs = sorted(p for p in glob.glob(os.path.join(GPU_RESULTS, "gpu-*")) if os.path.isdir(p))
+    return dirs[-1] if dirs else None
+
+
+def load_gpu(gpu_dir):
+    """Every result of the device calls under `gpu_dir`, one subfolder per call (the files
+    scripts/gpu-session.sh packs), tagged with the call and the convolution algorithm."""
+    g = {"env": "", "inference": [], "steps": [], "torch": [], "flops": [], "logs": {}}
+    for run in sorted(p for p in glob.glob(os.path.join(gpu_dir, "*")) if os.path.isdir(p)):
+        name = os.path.basename(run)
+        try:
+            with open(os.path.join(run, "env.txt"), encoding="utf-8") as f:
+                g["env"] = g["env"] or f.read()
+        except OSError:
+            pass
+        for r in read_json(os.path.join(run, "inference.jsonl"), lines=True) or []:
+            if isinstance(r, dict) and r.get("kind") == "inference":
+                g["inference"].append(dict(r, run=name, conv=r.get("conv", "native")))
+        for path in sorted(glob.glob(os.path.join(run, "steps-cuda*.json"))):
+            s = read_json(path)
+            if isinstance(s, dict):
+                g["steps"].append(dict(s, run=name, conv=s.get("conv", "native")))
+        for path in sorted(glob.glob(os.path.join(run, "torch-cuda*.json"))):
+            t = read_json(path)
+            if isinstance(t, dict):
+                tf32 = (t.get("versions") or {}).get("tf32_conv")
+                g["torch"].append(dict(t, run=name, mode="TF32 convs (default)" if tf32 else "strict f32"))
+        for r in read_json(os.path.join(run, "flops.jsonl"), lines=True) or []:
+            if isinstance(r, dict) and r.get("peak"):
+                g["flops"].append(dict(r, run=name))
+        for path in sorted(glob.glob(os.path.join(run, "*-log.jsonl"))):
+            g["logs"][f"{name}/{os.path.basename(path)[:-len('-log.jsonl')]}"] = read_json(path, lines=True) or []
+    return g
+
+
+def gpu_env(env):
+    """(GPU name, driver, CUDA, nvcc) read off env.txt's nvidia-smi and nvcc output."""
+    name = re.search(r"NVIDIA [A-Z]\d+[^|]*?(?=\s{2,}|\|)", env)
+    driver = re.search(r"Driver Version:\s*([\d.]+)", env)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", env)
+    nvcc = re.search(r"release ([\d.]+), (V[\d.]+)", env)
+    torch = re.search(r"^torch (\S+)", env, re.M)
+    return {
+        "gpu": name.group(0).strip() if name else "?",
+        "driver": driver.group(1) if driver else "?",
+        "cuda": cuda.group(1) if cuda else "?",
+        "nvcc": nvcc.group(2) if nvcc else "?",
+        "torch": torch.group(1) if torch else "?",
+    }
+
+
+def steady_rate(log, batch, skip=5):
+    """Images/s of a stage log from step `skip` on (the first steps compile and autotune the
+    kernels): from the cumulative `images_per_s` the trainer logs at each step."""
+    rows = [r for r in log if isinstance(r, dict) and "images_per_s" in r]
+    if len(rows) <= skip:
+        return None, len(rows)
+    a, b = rows[skip - 1], rows[-1]
+    t = lambda r: r["step"] * batch / r["images_per_s"]  # noqa: E731
+    first = rows[0]["step"] - 1  # steps before this run (a resumed log)
+    return (b["step"] - a["step"]) * batch / (t(b) - t(a)) if first == 0 else None, len(rows)
+
+
+def latest_steps(g):
+    """`bench steps` results per convolution algorithm, each from the latest call that ran it
+    (calls sort by folder name)."""
+    out = {}
+    for s in g["steps"]:
+        out[s["conv"]] = s
+    return out
+
+
+def best_burn(values):
+    vals = [v for v in values if v]
+    return min(vals) if vals else None
+
+
+def gpu_goal_rows(g):
+    """'Against the goals' rows for burn-cuda vs PyTorch CUDA: the faster convolution
+    algorithm of ours against strict-f32 PyTorch (like for like) and PyTorch's default."""
+    rows = []
+    strict = next((t for t in g["torch"] if t["mode"] == "strict f32"), None)
+    if not strict or not g["steps"]:
+        return rows
+    gpu = gpu_env(g["env"])["gpu"]
+    for t in strict.get("inference") or []:
+        ours = best_burn(r.get("seconds") for s in latest_steps(g).values()
+                         for r in s.get("inference") or [] if r.get("input") == t.get("input"))
+        if ours and t.get("seconds"):
+            ratio = t["seconds"] / ours
+            rows.append([f"burn inference >= PyTorch ({t.get('preset')}, {t['out_mp']:.2f} MP, cuda, {gpu})",
+                         f"burn {ours:.4f} s vs PyTorch {t['seconds']:.4f} s (strict f32, untiled): {ratio:.2f}x",
+                         "met" if ratio >= 1 else "not met"])
+    for t in strict.get("steps") or []:
+        ours = best_burn(r.get("seconds") for s in latest_steps(g).values()
+                         for r in s.get("steps") or [] if r.get("kind") == t.get("kind") and r.get("batch") == t.get("batch")
+                         and r.get("crop") == t.get("crop"))
+        if ours and t.get("seconds"):
+            ratio = t["seconds"] / ours
+            rows.append([f"burn training step >= PyTorch ({t.get('kind')} {t.get('preset')} batch {t.get('batch')} crop {t.get('crop')}, cuda)",
+                         f"burn {ours:.3f} s vs PyTorch {t['seconds']:.3f} s (strict f32): {ratio:.2f}x",
+                         "met" if ratio >= 1 else "not met"])
+    return rows
+
+
+# What the GPU tables say, from the op table and the burn-cubecl 0.21 sources (kept by hand
+# next to the figures it explains; re-read it when they change).
+GPU_DIAGNOSIS = (
+    "Where burn-cuda loses, read off the op table: **every convolution, by 5-50x**. burn 0.21 "
+    "runs an f32 `conv2d` on CUDA as a direct kernel (`burn-cubecl` `kernel/conv/forward/tune.rs`: "
+    "the implicit-GEMM candidates use tensor-core tiles, for f16/bf16 inputs; the general im2col "
+    "kernel is not among the autotuned candidates), 1.8 TFLOP/s against 33 TFLOP/s for the same "
+    "backend's matrix product, and its backward (the input gradient as a transposed convolution, "
+    "the weight gradient as a convolution with batch and channels swapped) is 20-50x slower than "
+    "cuDNN's. `model::conv`'s im2col (patches + one matrix product, from generic ops) makes the "
+    "forward 1.6-3.7x faster and inference 1.3-1.6x, so inference on CUDA uses it; but the "
+    "backward autodiff derives from its patch slices is slower than burn's (NAOSD step 0.27 -> "
+    "0.44 s, stage throughput 15.2 -> 9.4 images/s), so training keeps burn's convolution "
+    "(`trainer-native/src/backend.rs`, `conv_algorithm_for`). Next: **GroupNorm + SiLU, 46x** "
+    "slower than PyTorch's fused kernel (burn 0.21 composes GroupNorm from reductions and "
+    "element-wise ops: several launches and passes over memory) and the attention, 2-3x. What "
+    "would close the gap: bf16/f16 compute on CUDA, which reaches burn's tensor-core implicit-GEMM "
+    "convolution (needs mixed precision, which burn 0.21 does not have: tracel-ai/burn#5696); a "
+    "CubeCL im2col convolution with a fused col2im backward; a fused GroupNorm + SiLU kernel. "
+    "Achieved FLOP/s of inference (2-3 % of the matrix-product peak) say the same: the "
+    "convolutions, not the arithmetic, set the time."
+)
+
+
+def gpu_section(rep, gpu_dir):
+    rel = os.path.relpath(gpu_dir, ROOT)
+    rep.add("## GPU: burn-cuda against PyTorch CUDA on a lent machine")
+    rep.add()
+    g = load_gpu(gpu_dir)
+    env = gpu_env(g["env"])
+    torch_versions = next((t.get("versions") for t in g["torch"] if t.get("versions")), {}) or {}
+    rep.add(
+        f"Measured on {env['gpu']} (driver {env['driver']}, CUDA {env['cuda']}, nvcc {env['nvcc']}), "
+        f"PyTorch {torch_versions.get('torch', env['torch'])} with cuDNN {torch_versions.get('cudnn', '?')}, "
+        f"by `scripts/gpu-session.sh` (one call per folder of `{rel}/`, prepared here by "
+        "`scripts/gpu-prepare.sh`; docs/gpu.md tells how). burn: the same release binary as the "
+        "CPU rows, f32, each figure with the convolution algorithm it ran (`model::conv`: "
+        "`native` is burn's own `conv2d`, `im2col` patches + one matrix product; "
+        "`GDPO_SR_CONV` picks it). PyTorch: the reference of tests/pytorch on the same inputs, "
+        "in strict f32 (TF32 off: like for like) and with its default TF32 convolutions."
+    )
+    rep.add()
+    if not (g["inference"] or g["steps"] or g["torch"]):
+        rep.add("No results in that folder.")
+        rep.add()
+        return
+    # Tiled inference bench, per conv algorithm.
+    peak = max((k.get("gflop_per_s") or 0 for f in g["flops"] for k in f["peak"]), default=None)
+    rows = []
+    for r in sorted(g["inference"], key=lambda r: (r["conv"], r.get("out_mp", 0), r["run"])):
+        rows.append([r["conv"], r["run"], f"{r['output'][0]}x{r['output'][1]}", fmt(r["out_mp"]),
+                     f"{r['tiles']} ({r['work_mp']:.2f})", fmt(r["seconds"], 3), fmt(r["mp_per_s"], 2),
+                     fmt(r["gflop_per_s"], 0),
+                     f"{100 * r['gflop_per_s'] / peak:.1f} %" if peak else "n/a"])
+    if rows:
+        rep.add("Native inference (`bench inference --backend cuda`, tiled as in section 1; "
+                "GPU memory is not in the process RSS, so no memory column):")
+        rep.add()
+        rep.table(["conv", "call", "output", ">out MP", ">tiles (work MP)", ">best s", ">MP/s",
+                   ">GFLOP/s", ">of matmul peak"], rows)
+    for f in g["flops"]:
+        rep.add("Peak through burn-cuda (`bench flops`): " + "; ".join(
+            f"{k['what']}: {k['gflop_per_s']:.0f} GFLOP/s" for k in f["peak"]) + ".")
+        rep.add()
+    # Like-for-like untiled inference and steps, each side's variants as columns.
+    by_conv = latest_steps(g)
+    convs = sorted(by_conv)
+    modes = [t["mode"] for t in g["torch"]]
+    torch_by_mode = {t["mode"]: t for t in g["torch"]}
+    strict = torch_by_mode.get("strict f32")
+
+    def row_of(items, match):
+        return next((r for r in items or [] if match(r)), None)
+
+    rows = []
+    for t in (strict or {}).get("inference") or []:
+        cells = [f"{t['input'][0]}x{t['input'][1]}", fmt(t["out_mp"])]
+        ours = []
+        for c in convs:
+            r = row_of(by_conv[c].get("inference"), lambda r: r.get("input") == t["input"])
+            ours.append(r.get("seconds") if r else None)
+            cells.append(fmt(r.get("seconds"), 4) if r else "n/a")
+        for m in modes:
+            r = row_of(torch_by_mode[m].get("inference"), lambda r: r.get("input") == t["input"])
+            cells.append(fmt(r.get("seconds"), 4) if r else "n/a")
+        b = best_burn(ours)
+        cells.append(fmt(t["seconds"] / b, 2) if b and t.get("seconds") else "n/a")
+        rows.append(cells)
+    if rows:
+        rep.add("Untiled inference, seconds (burn: `bench steps`; PyTorch: `bench_torch.py --device cuda`):")
+        rep.add()
+        rep.table(["LR input", ">out MP"] + [f">burn {c}" for c in convs] + [f">PyTorch {m}" for m in modes]
+                  + [">burn best / PyTorch strict f32 speed"], rows)
+    rows = []
+    for t in (strict or {}).get("steps") or []:
+        same = lambda r: all(r.get(k) == t.get(k) for k in ("kind", "batch", "crop"))  # noqa: E731
+        cells = [t.get("kind"), t.get("batch"), t.get("crop")]
+        ours = []
+        for c in convs:
+            r = row_of(by_conv[c].get("steps"), same)
+            ours.append(r.get("seconds") if r else None)
+            cells.append(fmt(r.get("seconds"), 3) if r else "n/a")
+        for m in modes:
+            r = row_of(torch_by_mode[m].get("steps"), same)
+            cells.append(fmt(r.get("seconds"), 3) if r else "n/a")
+        b = best_burn(ours)
+        cells.append(fmt(t["seconds"] / b, 2) if b and t.get("seconds") else "n/a")
+        rows.append(cells)
+    if rows:
+        rep.add("Training steps, seconds per optimizer step (same work on both sides: section 2's "
+                "definitions; GDPO with G = 6):")
+        rep.add()
+        rep.table(["step", ">batch", ">crop"] + [f">burn {c}" for c in convs] + [f">PyTorch {m}" for m in modes]
+                  + [">burn best / PyTorch strict f32 speed"], rows)
+    # Single ops.
+    ops_sides = [(f"burn {c}", (by_conv[c].get("breakdown") or {}).get("ops") or by_conv[c].get("ops"))
+                 for c in convs]
+    ops_sides += [(f"PyTorch {m}", (torch_by_mode[m].get("breakdown") or {}).get("ops")) for m in modes]
+    ops_sides = [(k, v) for k, v in ops_sides if isinstance(v, dict)]
+    names = sorted({n for _, v in ops_sides for n in v})
+    if names and len(ops_sides) > 1:
+        rows = []
+        for n in names:
+            cells = [n] + [fmt(v[n] * 1e3, 3) if isinstance(v.get(n), (int, float)) else "n/a" for _, v in ops_sides]
+            ours = best_burn(v.get(n) for k, v in ops_sides if k.startswith("burn"))
+            theirs = next((v.get(n) for k, v in ops_sides if k == "PyTorch strict f32"), None)
+            cells.append(fmt(theirs / ours, 3) if ours and theirs else "n/a")
+            rows.append(cells)
+        rep.add("Single ops at the `base` shapes (batch 1), milliseconds, same list as section 2's op table:")
+        rep.add()
+        rep.table(["op"] + [f">{k}" for k, _ in ops_sides] + [">burn best / PyTorch strict f32 speed"], rows)
+    # Stage throughput from the training logs.
+    rows = []
+    for key, log in sorted(g["logs"].items()):
+        stage = key.split("/")[-1]
+        cfg = {"autoencoder": (16, 128), "naosd": (16, 256)}.get(stage.split("-")[0])
+        if not cfg:
+            continue
+        rate, steps = steady_rate(log, cfg[0])
+        conv = "im2col" if "im2col" in stage else "native"
+        last = next((r for r in reversed(log) if "images_per_s" in r), {})
+        rows.append([key, conv, cfg[0], cfg[1], steps, fmt(last.get("images_per_s"), 1), fmt(rate, 1)])
+    if rows:
+        rep.add("Training stages on burn-cuda (the real `autoencoder` / `naosd` subcommands, "
+                "configs/*-base.toml): images per second over the whole run, and from step 5 on "
+                "(after the first kernels compiled):")
+        rep.add()
+        rep.table(["run", "conv", ">batch", ">crop", ">steps", ">images/s (all)", ">images/s (from step 5)"], rows)
+    rep.add(GPU_DIAGNOSIS)
     rep.add()
 
 

@@ -9,6 +9,7 @@
 //! - [`pipeline`]: the NAOSD one-step pipeline (bicubic, encode, noise at `t_add`, one UNet
 //!   call at `t_diff`, decode, colour fix);
 //! - [`lora`]: LoRA adapters for conv and linear layers, and their merge;
+//! - [`conv`]: the layers' convolution, native or im2col + matrix product (faster on CUDA);
 //! - [`weights`]: the portable, hashed, f16 weight file (bytes in, bytes out);
 //! - [`noise`]: the seeded, portable noise field shared by every backend;
 //! - [`tiling`]: tiled inference with global noise coordinates and blended overlaps.
@@ -18,6 +19,7 @@
 pub mod autoencoder;
 pub mod blocks;
 pub mod colour;
+pub mod conv;
 pub mod error;
 pub mod lora;
 pub mod noise;

@@ -12,13 +12,10 @@ use burn::{
     config::Config,
     module::{Module, Param},
     nn::{Initializer, LinearConfig, PaddingConfig2d, conv::Conv2dConfig},
-    tensor::{
-        Distribution, Tensor,
-        backend::Backend,
-        module::{conv2d, linear},
-        ops::ConvOptions,
-    },
+    tensor::{Distribution, Tensor, backend::Backend, module::linear},
 };
+
+use crate::conv::conv2d_layer;
 
 /// Rank and strength of LoRA adapters.
 #[derive(Config, Debug, PartialEq)]
@@ -109,10 +106,6 @@ impl<B: Backend> LoraConv2d<B> {
         self
     }
 
-    fn options(&self) -> ConvOptions<2> {
-        ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1)
-    }
-
     /// `[out, in, kh, kw]` of the base weight.
     pub fn weight_dims(&self) -> [usize; 4] {
         self.weight.dims()
@@ -121,22 +114,18 @@ impl<B: Backend> LoraConv2d<B> {
     /// # Shapes
     /// `[n, in, h, w] -> [n, out, h / stride, w / stride]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let base = conv2d(
+        let base = conv2d_layer(
             x.clone(),
             self.weight.val(),
             self.bias.as_ref().map(|b| b.val()),
-            self.options(),
+            self.stride,
+            self.padding,
         );
         match &self.lora {
             None => base,
             Some(pair) => {
-                let low = conv2d(x, pair.lora_down.val(), None, self.options());
-                let up = conv2d(
-                    low,
-                    pair.lora_up.val(),
-                    None,
-                    ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-                );
+                let low = conv2d_layer(x, pair.lora_down.val(), None, self.stride, self.padding);
+                let up = conv2d_layer(low, pair.lora_up.val(), None, 1, 0);
                 base + up.mul_scalar(pair.scale)
             }
         }

@@ -250,11 +250,16 @@ impl AxisPlan {
                     .collect()
             };
             let overlaps = |spans: &[(usize, usize)]| {
-                spans.windows(2).all(|w| w[0].0 + w[0].1 >= w[1].0 + overlap)
+                spans
+                    .windows(2)
+                    .all(|w| w[0].0 + w[0].1 >= w[1].0 + overlap)
             };
             // The equal share, grown by `align` until the aligned starts keep the overlap
             // (at `tile` it is the full-tile plan, which is taken as it is).
-            let mut t = (len + (count - 1) * overlap).div_ceil(count).div_ceil(align) * align;
+            let mut t = (len + (count - 1) * overlap)
+                .div_ceil(count)
+                .div_ceil(align)
+                * align;
             loop {
                 let spans = spans_of(t.min(tile));
                 if t >= tile || overlaps(&spans) {
@@ -622,10 +627,18 @@ mod tests {
         // base x4 with the native default tile: 2016x2016 output from 504x504 LR.
         let plan = AxisPlan::new(504, 256, 32, 8, 4);
         let lens: Vec<usize> = plan.spans.iter().map(|s| s.1).collect();
-        assert_eq!(lens.len(), 3, "two tiles of 256 cannot cover 504 with overlap");
+        assert_eq!(
+            lens.len(),
+            3,
+            "two tiles of 256 cannot cover 504 with overlap"
+        );
         assert!(lens.iter().all(|&n| n <= 200), "tiles {lens:?}");
         for w in plan.spans.windows(2) {
-            assert!(w[0].0 + w[0].1 >= w[1].0 + 32, "overlap kept: {:?}", plan.spans);
+            assert!(
+                w[0].0 + w[0].1 >= w[1].0 + 32,
+                "overlap kept: {:?}",
+                plan.spans
+            );
         }
         let work: usize = lens.iter().sum();
         assert!(work <= 600, "{work} LR pixels computed for 504");
@@ -638,10 +651,18 @@ mod tests {
             assert_eq!(plan.spans.len(), full, "len {len}");
             for (i, &(_, n)) in plan.spans.iter().enumerate() {
                 let last = i + 1 == plan.spans.len();
-                assert!(n <= 256 + if last { 7 } else { 0 }, "len {len}: {:?}", plan.spans);
+                assert!(
+                    n <= 256 + if last { 7 } else { 0 },
+                    "len {len}: {:?}",
+                    plan.spans
+                );
             }
             for w in plan.spans.windows(2) {
-                assert!(w[0].0 + w[0].1 >= w[1].0 + 32, "len {len}: {:?}", plan.spans);
+                assert!(
+                    w[0].0 + w[0].1 >= w[1].0 + 32,
+                    "len {len}: {:?}",
+                    plan.spans
+                );
             }
         }
     }

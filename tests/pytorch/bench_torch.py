@@ -1,4 +1,4 @@
-"""Speed of the PyTorch reference (f32, CPU) on the same work as the burn benchmarks:
+"""Speed of the PyTorch reference (f32; CPU, or CUDA with --device cuda) on the same work as the burn benchmarks:
 one-step inference of a preset at given LR sizes (x4, untiled, colour fix none), one NAOSD
 (stage-1b) training step and one GDPO step at a given batch and crop, a per-part breakdown
 (parts timed separately, torch.profiler's op table), torch's own FLOP count of the forward
@@ -7,8 +7,9 @@ one-step inference of a preset at given LR sizes (x4, untiled, colour fix none),
     .venv-bench/bin/python tests/pytorch/bench_torch.py --json target/bench/torch.json \
         [--case DIR ...] [--inputs 128x128,256x256,512x512] [--batch 2 --crop 256] ...
 
-Timings: `--warmup` untimed runs, then the median of `--repeats` timed runs (wall clock).
-The JSON schema is in tests/pytorch/README.md.
+Timings: `--warmup` untimed runs, then the median of `--repeats` timed runs (wall clock; on
+CUDA the device is synchronised before each clock read). The JSON schema is in
+tests/pytorch/README.md.
 """
 
 import argparse
@@ -28,13 +29,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gdpo_sr_torch as ref  # noqa: E402
 
 
+def synchronise():
+    """Waits for queued device work: CUDA kernels run asynchronously, so a clock read without
+    it would time the launches, not the work."""
+    if torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def median_time(fn, warmup, repeats):
     for _ in range(warmup):
         fn()
+    synchronise()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        synchronise()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -72,7 +82,8 @@ def bench_inference(model, inputs, scale, warmup, repeats):
         print(f"inference {model.config['name']} {h}x{w} -> {out_mp:.2f} MP: {seconds:.3f} s",
               flush=True)
         out.append({"preset": model.config["name"], "input": [h, w], "out_mp": out_mp,
-                    "seconds": seconds, "tiled": False})
+                    "seconds": seconds, "tiled": False,
+                    "backend": torch.get_default_device().type})
     return out
 
 
@@ -191,12 +202,16 @@ def step_parts(step, warmup, repeats):
     """forward (the losses), backward, optimizer (clip + AdamW), each timed separately."""
     times = {"forward": [], "backward": [], "optimizer": []}
     for i in range(warmup + repeats):
+        synchronise()
         t0 = time.perf_counter()
         loss = step.forward()
+        synchronise()
         t1 = time.perf_counter()
         loss.backward()
+        synchronise()
         t2 = time.perf_counter()
         step.optimise()
+        synchronise()
         t3 = time.perf_counter()
         if i >= warmup:
             times["forward"].append(t1 - t0)
@@ -218,7 +233,7 @@ def gdpo_forward_parts(step, warmup, repeats):
         x0 = reference.encode(samples)
         xi = ref.noise_tensor(2, 0, tuple(x0.shape))
         x_t = ref.add_noise(x0, xi, ref.T_ADD)
-    host_hr = np.repeat((step.hr.numpy().astype(np.float64) + 1.0) * 0.5, group, axis=0)
+    host_hr = np.repeat((step.hr.cpu().numpy().astype(np.float64) + 1.0) * 0.5, group, axis=0)
 
     def sample():
         with torch.no_grad():
@@ -228,7 +243,7 @@ def gdpo_forward_parts(step, warmup, repeats):
             return reference.decode(reference.one_step(z, e))
 
     def reward():
-        host = ((samples.numpy().astype(np.float64) + 1.0) * 0.5).clip(0.0, 1.0)
+        host = ((samples.cpu().numpy().astype(np.float64) + 1.0) * 0.5).clip(0.0, 1.0)
         fid = ref.psnr_y(host, host_hr).reshape(-1, group)
         return [ref.group_advantages(ref.normalise_group(f)) for f in fid]
 
@@ -294,10 +309,16 @@ def op_benchmarks(warmup, repeats):
 
 def versions():
     import safetensors
-    return {"torch": torch.__version__, "numpy": np.__version__,
-            "safetensors": safetensors.__version__, "python": platform.python_version(),
-            "mkldnn": torch.backends.mkldnn.is_available(),
-            "parallel": torch.__config__.parallel_info().splitlines()[0:4]}
+    out = {"torch": torch.__version__, "numpy": np.__version__,
+           "safetensors": safetensors.__version__, "python": platform.python_version(),
+           "mkldnn": torch.backends.mkldnn.is_available(),
+           "parallel": torch.__config__.parallel_info().splitlines()[0:4]}
+    if torch.get_default_device().type == "cuda":
+        out.update({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                    "gpu": torch.cuda.get_device_name(),
+                    "tf32_conv": torch.backends.cudnn.allow_tf32,
+                    "tf32_matmul": torch.backends.cuda.matmul.allow_tf32})
+    return out
 
 
 def main():
@@ -322,13 +343,29 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--skip", default="", help="comma list of: inference,steps,breakdown,flops,ops")
     p.add_argument("--top-ops", type=int, default=15)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (inference, steps, ops; the "
+                   "breakdown and flops parts profile the CPU and are skipped on cuda)")
+    p.add_argument("--tf32", choices=["off", "default"], default="off",
+                   help="cuda: `off` keeps convolutions and matrix products in strict f32 "
+                   "(like for like with burn's f32); `default` leaves torch's own setting "
+                   "(cuDNN convolutions in TF32)")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.device != "cpu":
+        if not torch.cuda.is_available():
+            sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+        torch.set_default_device(args.device)
+        if args.tf32 == "off":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        skip |= {"breakdown", "flops"}
+        if args.case:
+            sys.exit("--case: parity runs on the CPU (run it without --device)")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float32)
 
-    result = {"versions": versions(), "threads": torch.get_num_threads(),
+    result = {"versions": versions(), "device": args.device, "threads": torch.get_num_threads(),
               "cpu_count": os.cpu_count(), "parity": [], "inference": [], "steps": [],
               "flops_per_output_mp": {}, "breakdown": {}}
     print(f"torch {torch.__version__}, {result['threads']} threads", flush=True)
@@ -370,7 +407,8 @@ def main():
         seconds = median_time(naosd, args.warmup, args.repeats)
         print(f"naosd step b{args.batch} c{args.crop}: {seconds:.3f} s", flush=True)
         result["steps"].append({"kind": "naosd", "preset": args.preset, "batch": args.batch,
-                                "crop": args.crop, "seconds": seconds})
+                                "crop": args.crop, "seconds": seconds,
+                                "backend": args.device})
         gdpo = GdpoStep(args.preset, args.gdpo_batch, args.gdpo_crop, args.scale, args.group,
                         seed=2)
         seconds = median_time(gdpo, args.warmup, args.repeats)
@@ -378,7 +416,8 @@ def main():
               flush=True)
         result["steps"].append({"kind": "gdpo", "preset": args.preset, "batch": args.gdpo_batch,
                                 "group": args.group, "crop": args.gdpo_crop,
-                                "seconds": seconds, "reward": "psnr_y only"})
+                                "seconds": seconds, "reward": "psnr_y only",
+                                "backend": args.device})
         if "breakdown" not in skip:
             bd["naosd_step_parts"] = step_parts(naosd, args.warmup, args.repeats)
             bd["naosd_step_ops"] = profile_ops(naosd, args.top_ops)

@@ -110,8 +110,11 @@ def noise_window(seed, stream, channels, height, width, origin=(0, 0)):
 def noise_tensor(seed, first_stream, dims, origin=(0, 0)):
     """`NoiseSource { seed, first_stream, latent_origin }.tensor(dims)`."""
     n, c, h, w = dims
+    # Drawn on the host (the generator is burn's, in numpy), then moved to the default device
+    # (`torch.set_default_device`, set by bench_torch.py --device).
     return torch.from_numpy(np.stack(
-        [noise_window(seed, first_stream + b, c, h, w, origin) for b in range(n)]))
+        [noise_window(seed, first_stream + b, c, h, w, origin) for b in range(n)])).to(
+            torch.get_default_device())
 
 
 # ---------------------------------------------------------------- layers (lora.rs, blocks.rs)
@@ -521,7 +524,8 @@ def load_weights(path):
 
 def depthwise(x, taps, k):
     c = x.shape[1]
-    kernel = taps.reshape(1, 1, k, k).expand(c, 1, k, k)
+    # The constant taps (SOBEL_X, GAUSS) live on the CPU; x may be on CUDA.
+    kernel = taps.to(x.device).reshape(1, 1, k, k).expand(c, 1, k, k)
     return F.conv2d(x, kernel, groups=c)
 
 
@@ -671,8 +675,8 @@ def gdpo_losses(reference, policy_unet, lr, hr, group, seed, step, omega=5000.0,
         z_lr = reference.encode(lr_up).repeat_interleave(group, dim=0)
         eps = noise_tensor(seed ^ SAMPLE_NOISE, first_stream, tuple(z_lr.shape))
         samples = reference.decode(reference.one_step(z_lr, eps)).clamp(-1.0, 1.0)
-        host = ((samples.numpy().astype(np.float64) + 1.0) * 0.5).clip(0.0, 1.0)
-        refs = np.repeat(((hr.numpy().astype(np.float64) + 1.0) * 0.5), group, axis=0)
+        host = ((samples.cpu().numpy().astype(np.float64) + 1.0) * 0.5).clip(0.0, 1.0)
+        refs = np.repeat(((hr.cpu().numpy().astype(np.float64) + 1.0) * 0.5), group, axis=0)
         fidelity = psnr_y(host, refs).reshape(n_lr, group)
         advantages = np.stack([group_advantages(normalise_group(f)) for f in fidelity])
         x0 = reference.encode(samples)
@@ -680,7 +684,7 @@ def gdpo_losses(reference, policy_unet, lr, hr, group, seed, step, omega=5000.0,
         x_t = add_noise(x0, xi, T_ADD)
         e_ref = ((xi - reference.unet(x_t, T_DIFF)) ** 2).reshape(n, -1).mean(1)
     e_theta = ((xi - policy_unet(x_t, T_DIFF)) ** 2).reshape(n, -1).mean(1)
-    a = torch.from_numpy(advantages.astype(np.float32))
+    a = torch.from_numpy(advantages.astype(np.float32)).to(e_theta.device)
     margin = (a * (e_theta - e_ref).reshape(n_lr, group)).sum(1) * (-omega / 2.0)
     return -F.logsigmoid(margin).mean()
 

@@ -116,6 +116,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
     let interrupted = RunLimits {
         resume: false,
         stop_after: Some(4),
+        time_limit: None,
     };
     run::<Cpu>(
         config(&root.join("data"), 6),
@@ -127,6 +128,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
     let resumed = RunLimits {
         resume: true,
         stop_after: None,
+        time_limit: None,
     };
     let continued = run::<Cpu>(
         config(&root.join("data"), 6),
@@ -135,11 +137,47 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         std::slice::from_ref(&device),
     )
     .unwrap();
-    let (a, b) = (
+    // A time limit that is already spent stops after the first step, with a checkpoint of
+    // it, and the resumed run ends where the uninterrupted one did.
+    let out_of_time = RunLimits {
+        resume: false,
+        stop_after: None,
+        time_limit: Some(std::time::Duration::ZERO),
+    };
+    run::<Cpu>(
+        config(&root.join("data"), 6),
+        &root.join("c"),
+        out_of_time,
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    let steps: Vec<String> = std::fs::read_dir(root.join("c/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("step-"))
+        .collect();
+    assert_eq!(
+        steps,
+        ["step-0000001"],
+        "a spent time limit stops after step 1"
+    );
+    let after_time_limit = run::<Cpu>(
+        config(&root.join("data"), 6),
+        &root.join("c"),
+        resumed,
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    let (a, b, c) = (
         std::fs::read(straight).unwrap(),
         std::fs::read(continued).unwrap(),
+        std::fs::read(after_time_limit).unwrap(),
     );
     assert!(a == b, "resumed run differs from the uninterrupted one");
+    assert!(
+        a == c,
+        "run resumed after its time limit differs from the uninterrupted one"
+    );
 }
 
 /// Largest absolute difference between the tensors of two f32 weight files of one

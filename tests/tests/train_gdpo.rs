@@ -279,6 +279,7 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
     let stopped = RunLimits {
         resume: false,
         stop_after: Some(2),
+        time_limit: None,
     };
     gdpo::run::<Cpu>(
         config(&f, 4, 1e-3),
@@ -290,6 +291,7 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
     let resumed = RunLimits {
         resume: true,
         stop_after: None,
+        time_limit: None,
     };
     let parts_out = gdpo::run::<Cpu>(
         config(&f, 4, 1e-3),

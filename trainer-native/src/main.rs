@@ -227,6 +227,10 @@ struct StageArgs {
     /// Stop with a checkpoint after this many steps (resume later on the same schedule).
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Stop with a checkpoint after the first step that ends SECONDS after training started
+    /// (e.g. a GPU lent for a fixed time); `--resume` continues on the same schedule.
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<f64>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
     /// Train data-parallel on this many devices of the backend (CUDA 0..N); micro-batches
@@ -253,6 +257,7 @@ impl StageArgs {
         RunLimits {
             resume: self.resume,
             stop_after: self.stop_after,
+            time_limit: self.time_limit.map(std::time::Duration::from_secs_f64),
         }
     }
 }

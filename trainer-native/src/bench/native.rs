@@ -89,6 +89,8 @@ pub struct InferenceResult {
     pub rss_after_load_mib: f64,
     pub threads: usize,
     pub memory_note: &'static str,
+    /// The layers' convolution algorithm (`model::conv`): `native` or `im2col`.
+    pub conv: &'static str,
 }
 
 /// # Errors
@@ -213,12 +215,21 @@ impl BackendTask for InferenceBench<'_> {
             gflop_per_s: flops as f64 / 1e9 / seconds,
             peak_rss_mib,
             rss_after_load_mib,
+            conv: conv_name(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             memory_note: match args.backend {
                 BackendKind::Cuda => "host RSS only: device memory is not included",
                 _ => "device memory is host memory here and is included",
             },
         })
+    }
+}
+
+/// The name of the convolution algorithm this process runs (`model::conv`), for the JSON.
+pub fn conv_name() -> &'static str {
+    match model::conv::conv_algorithm() {
+        model::conv::ConvAlgorithm::Native => "native",
+        model::conv::ConvAlgorithm::Im2col => "im2col",
     }
 }
 

@@ -28,12 +28,10 @@ use burn::{
     tensor::{
         Distribution, ElementConversion, Tensor, activation,
         backend::{AutodiffBackend, Backend},
-        module::conv2d,
-        ops::ConvOptions,
     },
 };
 use model::{
-    ColourFix, LoraConfig, ModelConfig, Naosd, NaosdOptions, NoiseSource,
+    ColourFix, LoraConfig, ModelConfig, Naosd, NaosdOptions, NoiseSource, conv::conv2d_layer,
     resample::bicubic_upsample,
 };
 use serde::Serialize;
@@ -141,6 +139,7 @@ struct Measure(StepsArgs);
 
 impl BackendTask for Measure {
     type Output = Value;
+    const TRAINS: bool = true;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Value> {
         measure::<B>(&self.0, &device)
     }
@@ -348,6 +347,7 @@ fn measure<B: Backend>(args: &StepsArgs, device: &B::Device) -> anyhow::Result<V
         "backend": backend,
         "device": B::name(device),
         "threads": threads,
+        "conv": super::native::conv_name(),
         "inference": [],
         "steps": [],
         "breakdown": {},
@@ -627,15 +627,8 @@ fn op_benchmarks<B: Backend>(args: &StepsArgs, device: &B::Device) -> Value {
         let std = 1.0 / ((c * 9) as f64).sqrt();
         let w = Tensor::<B, 4>::random([c, c, 3, 3], Distribution::Normal(0.0, std), device);
         let b = Tensor::<B, 1>::zeros([c], device);
-        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-        let forward = time(&|| {
-            drop(conv2d(
-                x.clone(),
-                w.clone(),
-                Some(b.clone()),
-                options.clone(),
-            ))
-        });
+        // The model layers' convolution (`model::conv`): the algorithm this process uses.
+        let forward = time(&|| drop(conv2d_layer(x.clone(), w.clone(), Some(b.clone()), 1, 1)));
         // Backward with the gradient of the input only, of the weight only, and of both:
         // burn derives them as a transposed convolution and as a convolution of the input
         // by the output gradient (batch and channels swapped), two different kernels.
@@ -650,7 +643,7 @@ fn op_benchmarks<B: Backend>(args: &StepsArgs, device: &B::Device) -> Value {
                     wg = wg.require_grad();
                 }
                 let bg = Tensor::<Autodiff<B>, 1>::from_inner(b.clone());
-                drop(conv2d(xg, wg, Some(bg), options.clone()).sum().backward());
+                drop(conv2d_layer(xg, wg, Some(bg), 1, 1).sum().backward());
             })
         };
         ops.insert(format!("{name}_fwd_bwd_input"), json!(fwd_bwd(true, false)));

@@ -270,6 +270,7 @@ pub struct RunAutoencoder<'a> {
 
 impl BackendTask for RunAutoencoder<'_> {
     type Output = PathBuf;
+    const TRAINS: bool = true;
     fn run<B: Backend>(self, _device: B::Device) -> anyhow::Result<PathBuf> {
         let devices = crate::train::devices::<B>(self.devices)?;
         run::<B>(self.config, self.run_dir, self.limits, &devices)

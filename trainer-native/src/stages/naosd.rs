@@ -383,6 +383,7 @@ pub struct RunNaosd<'a> {
 
 impl BackendTask for RunNaosd<'_> {
     type Output = PathBuf;
+    const TRAINS: bool = true;
     fn run<B: Backend>(self, _device: B::Device) -> anyhow::Result<PathBuf> {
         let devices = crate::train::devices::<B>(self.devices)?;
         run::<B>(self.config, self.run_dir, self.limits, &devices)

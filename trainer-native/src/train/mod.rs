@@ -254,6 +254,10 @@ pub struct RunLimits {
     /// Stop (with a checkpoint) once this many steps are done, before `steps`: for
     /// time-boxed sessions; a later `resume` continues on the same schedule.
     pub stop_after: Option<usize>,
+    /// Stop (with a validation and a checkpoint) after the first step that ends this long
+    /// after training started (loading and the first compile of kernels included): a run
+    /// that must fit a machine lent for a fixed time; `resume` continues it.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// Runs `f` on a rayon pool of its own. The CPU backend (burn-flex) parallelises some f32
@@ -538,7 +542,11 @@ pub fn fit<B: AutodiffBackend, S: Stage<B> + Sync>(
             record[*k] = (*v).into();
         }
         log.write(record)?;
-        if done % opts.validate_every == 0 || done == end {
+        let out_of_time = limits
+            .time_limit
+            .is_some_and(|limit| started.elapsed() >= limit);
+        let last = done == end || out_of_time;
+        if done % opts.validate_every == 0 || last {
             let metrics = stage.validate(&ema, done, &run_dir.join("samples"))?;
             let mut record = serde_json::json!({ "step": done, "validation": true });
             for (k, v) in &metrics {
@@ -555,8 +563,17 @@ pub fn fit<B: AutodiffBackend, S: Stage<B> + Sync>(
             ));
             log.write(record)?;
         }
-        if done % opts.checkpoint_every == 0 || done == end {
+        if done % opts.checkpoint_every == 0 || last {
             save(done, &model, &ema, &optimizer)?;
+        }
+        if out_of_time && done < end {
+            bar.println(format!(
+                "{}: time limit reached after step {done} of {}; stopped with a checkpoint \
+                 (`--resume` continues)",
+                stage.name(),
+                opts.steps
+            ));
+            break;
         }
     }
     bar.finish();
