@@ -40,7 +40,7 @@ pub enum LrSource {
     Bicubic,
     /// The Real-ESRGAN degradation (`config`), seeded per image from `seed`.
     Degraded {
-        config: DegradationConfig,
+        config: Box<DegradationConfig>,
         seed: u64,
     },
     /// Real LR images in this folder, paired with the HR by file stem.

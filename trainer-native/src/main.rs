@@ -418,7 +418,7 @@ fn main() -> anyhow::Result<()> {
                     };
                     config.validate()?;
                     LrSource::Degraded {
-                        config,
+                        config: Box::new(config),
                         seed: inference.seed,
                     }
                 }

@@ -79,6 +79,8 @@ pub struct EngineReport {
 const CPU_BUFFER_BUDGET: u64 = 256 << 20;
 
 /// A loaded model on the backend in use.
+// One engine per page, moved only when it is created: boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Engine {
     WebGpu {
         model: Naosd<Wgpu>,
