@@ -107,11 +107,16 @@ want torch && part torch-cuda 90 python3 tests/pytorch/bench_torch.py --device c
     --json "$WORK/torch-cuda.json"
 
 # 3. Stage 1 of `base`, time-boxed: the repository's configs with the carried data.
-sed -e "s|^data = .*|data = \"$DATA/train\"|" -e "s|^validation = .*|validation = \"$DATA/eval/Set5\"|" \
-    configs/autoencoder-base.toml >"$WORK/autoencoder.toml"
-sed -e "s|^data = .*|data = \"$DATA/train\"|" -e "s|^validation = .*|validation = \"$DATA/eval/Set5\"|" \
-    -e "s|^init = .*|init = \"$WORK/ae/autoencoder.safetensors\"|" \
-    configs/naosd-base.toml >"$WORK/naosd.toml"
+# carried_config SRC OUT [SED-EXPR...]: a repository config reading the carried data.
+carried_config() {
+    local src=$1 out=$2
+    shift 2
+    sed -e "s|^data = .*|data = \"$DATA/train\"|" -e "s|^validation = .*|validation = \"$DATA/eval/Set5\"|" \
+        "$@" "$src" >"$out"
+}
+carried_config configs/autoencoder-base.toml "$WORK/autoencoder.toml"
+carried_config configs/naosd-base.toml "$WORK/naosd.toml" \
+    -e "s|^init = .*|init = \"$WORK/ae/autoencoder.safetensors\"|"
 want train && part autoencoder $((AE_SECONDS + 60)) "$BIN" autoencoder --config "$WORK/autoencoder.toml" \
     --run-dir "$WORK/ae" --backend cuda --time-limit "$AE_SECONDS" &&
     part naosd $((NAOSD_SECONDS + 60)) "$BIN" naosd --config "$WORK/naosd.toml" \
@@ -126,10 +131,9 @@ want train && part autoencoder $((AE_SECONDS + 60)) "$BIN" autoencoder --config 
 # The NAOSD stage's own throughput (batch 16, crop 256: configs/naosd-base.toml) with each
 # convolution algorithm, from random weights (the cost does not depend on the values).
 if want speed && part init-base 30 "$BIN" init --preset base --f32 --out "$WORK/random-base.safetensors"; then
-    sed -e "s|^data = .*|data = \"$DATA/train\"|" -e "s|^validation = .*|validation = \"$DATA/eval/Set5\"|" \
+    carried_config configs/naosd-base.toml "$WORK/naosd-speed.toml" \
         -e "s|^init = .*|init = \"$WORK/random-base.safetensors\"|" \
-        -e "s|^validate_every = .*|validate_every = 1000|" \
-        configs/naosd-base.toml >"$WORK/naosd-speed.toml"
+        -e "s|^validate_every = .*|validate_every = 1000|"
     for conv in im2col native; do
         part "naosd-speed-$conv" 90 env GDPO_SR_CONV=$conv "$BIN" naosd --config "$WORK/naosd-speed.toml" \
             --run-dir "$WORK/naosd-speed-$conv" --backend cuda --stop-after 20

@@ -29,6 +29,24 @@ pub enum ConvAlgorithm {
     Im2col,
 }
 
+impl ConvAlgorithm {
+    /// Every algorithm.
+    pub const ALL: [ConvAlgorithm; 2] = [ConvAlgorithm::Native, ConvAlgorithm::Im2col];
+
+    /// `native` or `im2col`: the name settings and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Native => "native",
+            ConvAlgorithm::Im2col => "im2col",
+        }
+    }
+
+    /// The algorithm called `name` ([`Self::name`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
 static ALGORITHM: AtomicU8 = AtomicU8::new(0);
 
 /// Sets the algorithm of every later [`conv2d_layer`] call in this process.
@@ -140,7 +158,7 @@ fn patches_times_weight<B: Backend>(
     stride: usize,
     [oh, ow]: [usize; 2],
 ) -> Tensor<B, 4> {
-    let [n, c, hp, wp] = x.dims();
+    let [n, c, _, _] = x.dims();
     let o = weight.dims()[1];
     let cols = if kh == 1 && kw == 1 && stride == 1 {
         x.slice([0..n, 0..c, 0..oh, 0..ow]).reshape([n, c, oh * ow])
@@ -148,7 +166,7 @@ fn patches_times_weight<B: Backend>(
         let mut patches = Vec::with_capacity(kh * kw);
         for ky in 0..kh {
             for kx in 0..kw {
-                patches.push(strided_window(x.clone(), ky, kx, oh, ow, stride, hp, wp));
+                patches.push(strided_window(x.clone(), [ky, kx], [oh, ow], stride));
             }
         }
         // [n, c, k k, oh, ow] -> [n, c k k, oh ow]
@@ -161,18 +179,13 @@ fn patches_times_weight<B: Backend>(
 /// input, from plain slices: a stride-s window is a slice of `s * oh` rows reshaped to
 /// `[oh, s]`, keeping column 0 (rows past the input are only needed up to `ky + s (oh - 1)`,
 /// so the slice is padded with zeros where it would run off the end).
-#[allow(clippy::too_many_arguments)]
 fn strided_window<B: Backend>(
     x: Tensor<B, 4>,
-    ky: usize,
-    kx: usize,
-    oh: usize,
-    ow: usize,
+    [ky, kx]: [usize; 2],
+    [oh, ow]: [usize; 2],
     stride: usize,
-    hp: usize,
-    wp: usize,
 ) -> Tensor<B, 4> {
-    let [n, c, _, _] = x.dims();
+    let [n, c, hp, wp] = x.dims();
     if stride == 1 {
         return x.slice([0..n, 0..c, ky..ky + oh, kx..kx + ow]);
     }
@@ -245,6 +258,14 @@ mod tests {
                 "c{c} o{o} k{k} s{stride} {h}x{w}: max diff {diff}"
             );
         }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for a in ConvAlgorithm::ALL {
+            assert_eq!(ConvAlgorithm::from_name(a.name()), Some(a));
+        }
+        assert_eq!(ConvAlgorithm::from_name("winograd"), None);
     }
 
     /// An input whose patch matrix exceeds the band limit is done in bands of output rows

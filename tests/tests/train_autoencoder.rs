@@ -104,53 +104,40 @@ fn interrupted_and_resumed_run_is_bit_identical() {
     let root = scratch_dir("ae-resume");
     make_data(&root.join("data"));
     let device = Default::default();
-    let straight = run::<Cpu>(
-        config(&root.join("data"), 6),
-        &root.join("a"),
-        RunLimits::default(),
-        std::slice::from_ref(&device),
-    )
-    .unwrap();
-    // Stop after 4 steps (the last checkpoint is at 3: a checkpoint is also written at the stop),
-    // then resume to the end.
-    let interrupted = RunLimits {
-        resume: false,
-        stop_after: Some(4),
-        time_limit: None,
+    // One 6-step run in `dir` (the same config each time) with the given limits.
+    let train = |dir: &str, limits: RunLimits| {
+        run::<Cpu>(
+            config(&root.join("data"), 6),
+            &root.join(dir),
+            limits,
+            std::slice::from_ref(&device),
+        )
+        .unwrap()
     };
-    run::<Cpu>(
-        config(&root.join("data"), 6),
-        &root.join("b"),
-        interrupted,
-        std::slice::from_ref(&device),
-    )
-    .unwrap();
     let resumed = RunLimits {
         resume: true,
-        stop_after: None,
-        time_limit: None,
+        ..RunLimits::default()
     };
-    let continued = run::<Cpu>(
-        config(&root.join("data"), 6),
-        &root.join("b"),
-        resumed,
-        std::slice::from_ref(&device),
-    )
-    .unwrap();
+    let straight = train("a", RunLimits::default());
+    // Stop after 4 steps (the last checkpoint is at 3: a checkpoint is also written at the stop),
+    // then resume to the end.
+    train(
+        "b",
+        RunLimits {
+            stop_after: Some(4),
+            ..RunLimits::default()
+        },
+    );
+    let continued = train("b", resumed);
     // A time limit that is already spent stops after the first step, with a checkpoint of
     // it, and the resumed run ends where the uninterrupted one did.
-    let out_of_time = RunLimits {
-        resume: false,
-        stop_after: None,
-        time_limit: Some(std::time::Duration::ZERO),
-    };
-    run::<Cpu>(
-        config(&root.join("data"), 6),
-        &root.join("c"),
-        out_of_time,
-        std::slice::from_ref(&device),
-    )
-    .unwrap();
+    train(
+        "c",
+        RunLimits {
+            time_limit: Some(std::time::Duration::ZERO),
+            ..RunLimits::default()
+        },
+    );
     let steps: Vec<String> = std::fs::read_dir(root.join("c/checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -161,13 +148,7 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         ["step-0000001"],
         "a spent time limit stops after step 1"
     );
-    let after_time_limit = run::<Cpu>(
-        config(&root.join("data"), 6),
-        &root.join("c"),
-        resumed,
-        std::slice::from_ref(&device),
-    )
-    .unwrap();
+    let after_time_limit = train("c", resumed);
     let (a, b, c) = (
         std::fs::read(straight).unwrap(),
         std::fs::read(continued).unwrap(),

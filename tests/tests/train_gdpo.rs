@@ -277,9 +277,8 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
     .unwrap();
     let parts = f.root.join("parts");
     let stopped = RunLimits {
-        resume: false,
         stop_after: Some(2),
-        time_limit: None,
+        ..RunLimits::default()
     };
     gdpo::run::<Cpu>(
         config(&f, 4, 1e-3),
@@ -290,8 +289,7 @@ fn interrupted_gdpo_resumes_bit_exactly_and_variants_run() {
     .unwrap();
     let resumed = RunLimits {
         resume: true,
-        stop_after: None,
-        time_limit: None,
+        ..RunLimits::default()
     };
     let parts_out = gdpo::run::<Cpu>(
         config(&f, 4, 1e-3),

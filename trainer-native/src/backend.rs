@@ -2,6 +2,7 @@
 //! command line. CUDA is the training target; wgpu (Vulkan/Metal/DX12, or Mesa lavapipe
 //! headless) and the pure-Rust CPU backend (burn-flex) make everything testable without a GPU.
 
+use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::ValueEnum;
 
@@ -72,9 +73,8 @@ pub fn conv_algorithm_for(
             BackendKind::Cuda if !trains => ConvAlgorithm::Im2col,
             BackendKind::Cuda | BackendKind::Cpu | BackendKind::Wgpu => ConvAlgorithm::Native,
         }),
-        Some("native") => Ok(ConvAlgorithm::Native),
-        Some("im2col") => Ok(ConvAlgorithm::Im2col),
-        Some(other) => anyhow::bail!("{CONV_ALGORITHM_VAR}={other}: expected `native` or `im2col`"),
+        Some(name) => ConvAlgorithm::from_name(name)
+            .with_context(|| format!("{CONV_ALGORITHM_VAR}={name}: expected `native` or `im2col`")),
     }
 }
 

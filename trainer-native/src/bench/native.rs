@@ -215,21 +215,13 @@ impl BackendTask for InferenceBench<'_> {
             gflop_per_s: flops as f64 / 1e9 / seconds,
             peak_rss_mib,
             rss_after_load_mib,
-            conv: conv_name(),
+            conv: model::conv::conv_algorithm().name(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             memory_note: match args.backend {
                 BackendKind::Cuda => "host RSS only: device memory is not included",
                 _ => "device memory is host memory here and is included",
             },
         })
-    }
-}
-
-/// The name of the convolution algorithm this process runs (`model::conv`), for the JSON.
-pub fn conv_name() -> &'static str {
-    match model::conv::conv_algorithm() {
-        model::conv::ConvAlgorithm::Native => "native",
-        model::conv::ConvAlgorithm::Im2col => "im2col",
     }
 }
 

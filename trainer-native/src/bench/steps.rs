@@ -347,7 +347,7 @@ fn measure<B: Backend>(args: &StepsArgs, device: &B::Device) -> anyhow::Result<V
         "backend": backend,
         "device": B::name(device),
         "threads": threads,
-        "conv": super::native::conv_name(),
+        "conv": model::conv::conv_algorithm().name(),
         "inference": [],
         "steps": [],
         "breakdown": {},
