@@ -7,11 +7,10 @@ cd "$(dirname "$0")/.."
 out=target/npm/gdpo-sr
 version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 
-cargo build --release -p web --lib --target wasm32-unknown-unknown
+wasm=$(./scripts/build-wasm.sh | tail -n 1)
 rm -rf "$out"
 mkdir -p "$out"
-wasm-bindgen --target web --typescript --out-name web --out-dir "$out" \
-    target/wasm32-unknown-unknown/release/web.wasm
+wasm-bindgen --target web --typescript --out-name web --out-dir "$out" "$wasm"
 cp web/js/gdpo-sr.js web/js/gdpo-sr-worker.js web/js/gdpo-sr.d.ts web/js/README.md "$out/"
 cat > "$out/package.json" <<JSON
 {

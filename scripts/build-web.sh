@@ -7,5 +7,7 @@ if [ ! -f weights/default.safetensors ]; then
     echo "www/weights/default.safetensors is missing (see docs/web.md: it is exported from a trained run)" >&2
     exit 1
 fi
+# The same target dir as build-npm.sh (scripts/build-wasm.sh), so both share one wasm build.
+. ../scripts/build-wasm.sh env
 trunk build --release
 echo "built the page into target/www ($(du -h ../target/www/web_bg.wasm | cut -f1) wasm)"

@@ -1,21 +1,62 @@
 #!/usr/bin/env bash
-# Runs every test of the project on a fresh machine (the README's test command; .ci/run calls it).
-# One target dir: one native build (which includes the CUDA backend, compiled but only run
-# where a GPU exists), then one release wasm32 build shared by the page and the npm package,
-# then the real-browser tests against the built page and package.
+# Runs every test of the project on a fresh machine (the README's test command; .ci/run calls it):
+# the native tests (every crate; the build includes the CUDA backend, compiled but only run
+# where a GPU exists), then the page (trunk) and the npm package from one release wasm32 build,
+# then the real-browser tests against both (tests/browser).
+#
+# Three compilations share the machine: the native dev build (target/), the wasm32 release
+# build (target/wasm, scripts/build-wasm.sh) and the web tools (wasm-bindgen-cli, trunk,
+# scripts/setup.sh tools). The last two run in the background beside the first: the native
+# build leaves a core idle for minutes while its largest crates compile one at a time
+# (docs/architecture.md, "Tests and CI", has the measured timeline).
 set -euo pipefail
+set -m # every background job gets its own process group, so that it can be stopped whole
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh
+./scripts/setup.sh packages # downloads only: the wasm32 target, Debian and npm packages
+
+mkdir -p target
+jobs_pids=()
+jobs_logs=()
+background() { # NAME COMMAND...: run COMMAND in the background, output into target/NAME.log
+    local log="target/$1.log"
+    shift
+    "$@" >"$log" 2>&1 &
+    jobs_pids+=("$!")
+    jobs_logs+=("$log")
+}
+stop_background() {
+    local pid
+    for pid in "${jobs_pids[@]}"; do
+        kill -- "-$pid" 2>/dev/null || true
+    done
+}
+await_background() {
+    local i
+    for i in "${!jobs_pids[@]}"; do
+        if ! wait "${jobs_pids[$i]}"; then
+            cat "${jobs_logs[$i]}" >&2
+            echo "background step failed; its log (${jobs_logs[$i]}) is above" >&2
+            exit 1
+        fi
+    done
+    jobs_pids=()
+}
+trap stop_background EXIT
+
+background setup-tools ./scripts/setup.sh tools
+background build-wasm ./scripts/build-wasm.sh
 
 export CARGO_TERM_COLOR=never
-# Native: every crate, every test. The binaries first (same profile and features, so nothing
-# is compiled twice): the end-to-end tests drive the real CLI.
-cargo build --workspace --bins
+# Native: every crate, every test. One `cargo build` of the binaries *and* the test targets:
+# with the test targets the dev-dependencies (criterion, proptest) take part in feature
+# resolution, and they turn on features of shared crates (either's `use_std`, which rayon
+# depends on). Building the binaries alone first would resolve other features and compile
+# burn, cubecl and burn-flex a second time for `cargo test` (measured: 25 min on 2 cores).
+cargo build --workspace --bins --tests
 cargo test --workspace
 
-# Browser: the page (trunk) and the npm package from the same release wasm32 build, then
-# headless Chromium against both (tests/browser).
+await_background
 ./scripts/build-web.sh
 ./scripts/build-npm.sh
 (cd tests/browser && npm test)

@@ -8,7 +8,7 @@ third-party image. The files are checked in; rerun only to change the corpus:
 
 WEIGHTS is any `tiny` weight file (f16), e.g. from `trainer-native init --preset tiny`.
 The manifest says, per file, what the system must do: decode to a given size (with or without
-alpha) or fail with a message matching a pattern. tests/tests/hostile_inputs.rs holds the CLI
+alpha) or fail with a message matching a pattern. tests/tests/contracts/hostile_inputs.rs holds the CLI
 and library to it; tests/browser/page.test.mjs feeds the weight files to the wasm module.
 """
 import hashlib

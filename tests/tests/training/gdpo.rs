@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::serial;
 use burn::{
     module::Module,
     record::{BinFileRecorder, FullPrecisionSettings},
@@ -31,14 +32,6 @@ use trainer_native::{
 
 type Cpu = burn::backend::Flex;
 type Ad = burn::backend::Autodiff<Cpu>;
-
-/// One training run at a time: concurrent runs in one process perturb each other's last bits
-/// on burn-flex (docs/training.md), which the bit-exact resume check would see.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 struct Fixture {
     root: PathBuf,

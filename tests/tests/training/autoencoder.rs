@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::serial;
 use integration_tests::{scratch_dir, synthetic_image};
 use trainer_native::{
     stages::autoencoder::{AutoencoderConfig, AutoencoderLoss, run},
@@ -11,15 +12,6 @@ use trainer_native::{
 };
 
 type Cpu = burn::backend::Flex;
-
-/// The tests of this file train one at a time: two runs training concurrently in one process
-/// were seen to perturb each other's last bits on burn-flex (docs/training.md, "Known
-/// limitations"), which would make the bit-exact resume check flaky for a reason outside it.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn make_data(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::serial;
 use integration_tests::{run_log, scratch_dir, synthetic_image};
 use model::{NaosdOptions, load_weights};
 use trainer_native::{
@@ -39,6 +40,7 @@ fn options(steps: usize, lr: f64) -> TrainOptions {
 
 #[test]
 fn naosd_stage_trains_from_the_autoencoder() {
+    let _serial = serial();
     let root = scratch_dir("naosd");
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();

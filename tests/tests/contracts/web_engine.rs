@@ -1,0 +1,130 @@
+//! The web crate's engine, natively on its CPU backend (the same code the browser runs as its
+//! fallback): the asynchronous tile loop equals the model crate's tiler, reports progress,
+//! stops on cancellation; bad weights and unavailable backends are clear errors.
+
+use core::{
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use burn::backend::Flex;
+use model::{HostImage, ModelConfig, NaosdOptions, StoredPrecision, TileOptions, tiling::Tile};
+use web::{
+    WebError,
+    engine::{BackendPreference, Engine, TileEvents},
+    weight_summary,
+};
+
+/// Drives a future whose awaits are all ready (the CPU backend reads back at once).
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+struct Recorder {
+    progress: Vec<(usize, usize)>,
+    cancel_at: Option<usize>,
+}
+
+impl TileEvents for Recorder {
+    async fn before(&mut self, index: usize, _: usize) -> Result<(), WebError> {
+        if self.cancel_at == Some(index) {
+            return Err(WebError::Cancelled);
+        }
+        Ok(())
+    }
+    fn after(&mut self, done: usize, total: usize, _: Tile) {
+        self.progress.push((done, total));
+    }
+}
+
+fn weights() -> Vec<u8> {
+    let model = ModelConfig::tiny()
+        .init::<Flex>(&Default::default())
+        .unwrap();
+    model::save_weights(&model, StoredPrecision::F32).unwrap()
+}
+
+fn image() -> HostImage {
+    let data = (0..3 * 20 * 24)
+        .map(|i| ((i % 17) as f32 / 8.0) - 1.0)
+        .collect();
+    HostImage::new(3, 20, 24, data).unwrap()
+}
+
+#[test]
+fn browser_loop_equals_the_native_tiler() {
+    let engine = block_on(Engine::load(&weights(), BackendPreference::Auto)).unwrap();
+    assert_eq!(engine.report().backend, "cpu");
+    assert!(engine.report().fallback_reason.is_some(), "says why");
+    let file = model::read_weight_info(&weights()).unwrap();
+    assert_eq!(engine.parameters(), file.parameters);
+    let tiles = TileOptions {
+        tile: 8,
+        overlap: 4,
+    };
+    let options = NaosdOptions::default();
+    let mut events = Recorder {
+        progress: vec![],
+        cancel_at: None,
+    };
+    let ours = block_on(engine.upscale(&image(), &options, tiles, &mut events)).unwrap();
+    let Engine::Cpu { model, .. } = &engine else {
+        unreachable!()
+    };
+    let native = model::upscale_tiled(
+        model,
+        &image(),
+        &options,
+        tiles,
+        &Default::default(),
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(ours, native);
+    let total = events.progress.len();
+    assert!(total > 1);
+    assert_eq!(events.progress.last(), Some(&(total, total)));
+}
+
+#[test]
+fn cancellation_stops_the_job() {
+    let engine = block_on(Engine::load(&weights(), BackendPreference::Cpu)).unwrap();
+    let mut events = Recorder {
+        progress: vec![],
+        cancel_at: Some(1),
+    };
+    let tiles = TileOptions {
+        tile: 8,
+        overlap: 4,
+    };
+    let err = block_on(engine.upscale(&image(), &NaosdOptions::default(), tiles, &mut events))
+        .unwrap_err();
+    assert!(matches!(err, WebError::Cancelled));
+    assert_eq!(events.progress, vec![(1, events.progress[0].1)]);
+}
+
+#[test]
+fn bad_weights_and_backends_are_errors() {
+    assert!(block_on(Engine::load(b"nope", BackendPreference::Auto)).is_err());
+    let Err(err) = block_on(Engine::load(&weights(), BackendPreference::WebGpu)) else {
+        panic!("WebGPU cannot load natively");
+    };
+    assert!(err.to_string().contains("webgpu"), "{err}");
+    assert!(BackendPreference::parse("cuda").is_err());
+}
+
+#[test]
+fn bad_bytes_give_a_clear_error() {
+    let err = weight_summary(b"definitely not a weight file").unwrap_err();
+    assert!(
+        err.to_string().contains("not a valid GDPO-SR weight file"),
+        "{err}"
+    );
+}
