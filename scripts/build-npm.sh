@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out=target/npm/gdpo-sr
 version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 
-wasm=$(./scripts/build-wasm.sh | tail -n 1)
+wasm=$(./scripts/build-wasm.sh) # cargo reports on stderr; stdout is the path
 rm -rf "$out"
 mkdir -p "$out"
 wasm-bindgen --target web --typescript --out-name web --out-dir "$out" "$wasm"

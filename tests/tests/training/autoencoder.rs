@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::serial;
-use integration_tests::{scratch_dir, synthetic_image};
+use integration_tests::{run_log, scratch_dir, synthetic_image};
 use trainer_native::{
     stages::autoencoder::{AutoencoderConfig, AutoencoderLoss, run},
     train::{RunLimits, TrainOptions},
@@ -49,10 +49,8 @@ fn config(data: &Path, steps: usize) -> AutoencoderConfig {
 
 /// The training loss of every step, from the run's JSON-lines log.
 fn losses(run_dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run_dir.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    run_log(run_dir)
+        .into_iter()
         .filter(|v| v.get("validation").is_none())
         .map(|v| v["loss"].as_f64().unwrap())
         .collect()
