@@ -100,7 +100,7 @@ fi
 if part flops; then
     rm -f "$OUT/flops.jsonl"
     for b in "${backends[@]}"; do
-        step "flops-$b" "$BIN" bench flops --preset base --backend "$b" --json "$OUT/flops.jsonl"
+        step "flops-$b" "$BIN" bench flops --preset taef2 --backend "$b" --json "$OUT/flops.jsonl"
     done
     status flops "ran"
 fi
@@ -112,7 +112,7 @@ if part native; then
         sizes=$SIZES runs=$RUNS
         [ "$b" = wgpu ] && sizes=$WGPU_SIZES runs=$WGPU_RUNS
         for mp in $sizes; do
-            step "native-$b-$mp" "$BIN" bench inference --preset base --out-mp "$mp" \
+            step "native-$b-$mp" "$BIN" bench inference --preset taef2 --out-mp "$mp" \
                 --backend "$b" --runs "$runs" --json "$OUT/inference.jsonl"
         done
     done
@@ -143,7 +143,7 @@ if part torch; then
         step torch-bench "$PY" tests/pytorch/bench_torch.py --json "$OUT/torch.json" \
             "${cases[@]}" "${steps_args[@]}"
     fi
-    step steps-cpu "$BIN" bench steps --preset base --backend cpu "${steps_args[@]}" \
+    step steps-cpu "$BIN" bench steps --preset taef2 --backend cpu "${steps_args[@]}" \
         --json "$OUT/steps-cpu.json"
     status torch "ran"
 fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../www"
 if [ ! -f weights/default.safetensors ]; then
-    echo "www/weights/default.safetensors is missing (see docs/web.md: it is exported from a trained run)" >&2
+    echo "www/weights/default.safetensors is missing: scripts/compose-weights.sh composes it" >&2
     exit 1
 fi
 # The same target dir as build-npm.sh (scripts/build-wasm.sh), so both share one wasm build.

@@ -91,7 +91,7 @@ export LD_LIBRARY_PATH CUDA_PATH=${CUDA_PATH:-/usr/local/cuda} RUST_BACKTRACE=1
 : >"$WORK/parts.txt"
 
 # 1. The smallest CUDA run first: if it fails nothing else on CUDA will work.
-if ! part infer-0.25 120 "$BIN" bench inference --preset base --out-mp 0.25 --backend cuda \
+if ! part infer-0.25 120 "$BIN" bench inference --preset taef2 --out-mp 0.25 --backend cuda \
     --runs 3 --json "$WORK/inference.jsonl"; then
     log "burn-cuda does not run here: see logs/infer-0.25.log"
     pack
@@ -99,9 +99,9 @@ if ! part infer-0.25 120 "$BIN" bench inference --preset base --out-mp 0.25 --ba
 fi
 # 2. Training steps and untiled inference, burn-cuda and PyTorch CUDA on the same work
 # (defaults of both sides: NAOSD batch 2 crop 256, GDPO batch 1 G 6 crop 128).
-want steps && part steps-cuda 90 "$BIN" bench steps --preset base --backend cuda \
+want steps && part steps-cuda 90 "$BIN" bench steps --preset taef2 --backend cuda \
     --skip breakdown,ops --json "$WORK/steps-cuda.json"
-want ops && part steps-cuda-im2col 150 env GDPO_SR_CONV=im2col "$BIN" bench steps --preset base \
+want ops && part steps-cuda-im2col 150 env GDPO_SR_CONV=im2col "$BIN" bench steps --preset taef2 \
     --backend cuda --skip breakdown --json "$WORK/steps-cuda-im2col.json"
 want torch && part torch-cuda 90 python3 tests/pytorch/bench_torch.py --device cuda --tf32 off \
     --json "$WORK/torch-cuda.json"
@@ -130,7 +130,7 @@ want train && part autoencoder $((AE_SECONDS + 60)) "$BIN" autoencoder --config 
 
 # The NAOSD stage's own throughput (batch 16, crop 256: configs/naosd-base.toml) with each
 # convolution algorithm, from random weights (the cost does not depend on the values).
-if want speed && part init-base 30 "$BIN" init --preset base --f32 --out "$WORK/random-base.safetensors"; then
+if want speed && part init-base 30 "$BIN" init --preset taef2 --f32 --out "$WORK/random-base.safetensors"; then
     carried_config configs/naosd-base.toml "$WORK/naosd-speed.toml" \
         -e "s|^init = .*|init = \"$WORK/random-base.safetensors\"|" \
         -e "s|^validate_every = .*|validate_every = 1000|"
@@ -143,14 +143,14 @@ fi
 # 4. Larger inference sizes (tiled at 4 MP); PyTorch with its default TF32 convolutions.
 want torch && part torch-cuda-tf32 60 python3 tests/pytorch/bench_torch.py --device cuda --tf32 default \
     --json "$WORK/torch-cuda-tf32.json"
-want infer && part infer-1 60 "$BIN" bench inference --preset base --out-mp 1 --backend cuda --runs 3 \
+want infer && part infer-1 60 "$BIN" bench inference --preset taef2 --out-mp 1 --backend cuda --runs 3 \
     --json "$WORK/inference.jsonl"
-want infer && part infer-4 90 "$BIN" bench inference --preset base --out-mp 4 --backend cuda --runs 3 \
+want infer && part infer-4 90 "$BIN" bench inference --preset taef2 --out-mp 4 --backend cuda --runs 3 \
     --json "$WORK/inference.jsonl"
-want flops && part flops-cuda 60 "$BIN" bench flops --preset base --backend cuda --json "$WORK/flops.jsonl"
+want flops && part flops-cuda 60 "$BIN" bench flops --preset taef2 --backend cuda --json "$WORK/flops.jsonl"
 # The same-call baseline of `ops` with burn's own convolution (last: the first to go when time
 # runs short).
 want ops-native && part steps-cuda-native 150 env GDPO_SR_CONV=native "$BIN" bench steps \
-    --preset base --backend cuda --skip breakdown --json "$WORK/steps-cuda-native.json"
+    --preset taef2 --backend cuda --skip breakdown --json "$WORK/steps-cuda-native.json"
 pack
 cat "$WORK/parts.txt"

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/compose-weights.sh
 ./scripts/build-web.sh
 exec python3 scripts/serve.py target/www "${PORT:-8080}"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine (Rust toolchain, Node/npm and Python only) lacks for building,
 # serving and testing GDPO-SR. Idempotent: every step checks first and does nothing when done.
-# Nothing downloads prebuilt binaries: tools are built by cargo, packages come from Debian/npm.
+# Nothing downloads prebuilt tools: they are built by cargo; packages come from Debian, npm and
+# (the test-only image-quality references) PyPI.
 #
 #   setup.sh           everything
-#   setup.sh packages  the wasm32 target, Debian and npm packages (downloads, no compiling)
+#   setup.sh packages  the wasm32 target, Debian, npm and PyPI (tests/iqa) packages (downloads,
+#                      no compiling)
 #   setup.sh tools     wasm-bindgen-cli and trunk, compiled from source (minutes of CPU:
 #                      scripts/test.sh runs this part beside the native build)
 set -euo pipefail
@@ -33,6 +35,11 @@ packages() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
     fi
+
+    # The image-quality references of the native NIQE/BRISQUE tests (tests/iqa/README.md):
+    # numpy, scipy and opencv-contrib-python-headless from PyPI into .venv-iqa (~110 MB of
+    # wheels, ~400 MB installed; a no-op when up to date).
+    tests/iqa/setup-venv.sh >&2
 
     # playwright-core (the browser driver; it uses Debian's Chromium, never downloads one).
     if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-lock 2>/dev/null; then

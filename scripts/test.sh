@@ -46,6 +46,9 @@ trap stop_background EXIT
 
 background setup-tools ./scripts/setup.sh tools
 background build-wasm ./scripts/build-wasm.sh
+# The PyTorch reference venv (~4 GB from PyPI, mostly download time): the TAEF2 parity test
+# (tests/tests/contracts/taef2.rs) checks the burn autoencoder against it.
+background setup-torch ./tests/pytorch/setup-venv.sh
 
 export CARGO_TERM_COLOR=never
 # Native: every crate, every test. One `cargo build` of the binaries *and* the test targets:
@@ -54,9 +57,12 @@ export CARGO_TERM_COLOR=never
 # depends on). Building the binaries alone first would resolve other features and compile
 # burn, cubecl and burn-flex a second time for `cargo test` (measured: 25 min on 2 cores).
 cargo build --workspace --bins --tests
+# The background jobs end before the native build in practice (docs/architecture.md); the
+# tests need the PyTorch venv.
+await_background
 cargo test --workspace
 
-await_background
+./scripts/compose-weights.sh --or-tiny
 ./scripts/build-web.sh
 ./scripts/build-npm.sh
 (cd tests/browser && npm test)

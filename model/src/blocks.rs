@@ -41,6 +41,14 @@ pub fn pixel_shuffle<B: Backend>(x: Tensor<B, 4>, r: usize) -> Tensor<B, 4> {
         .reshape([n, c, h * r, w * r])
 }
 
+/// Nearest-neighbour 2x upsampling by broadcasting (identical on every backend).
+pub fn upsample_nearest_2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .expand([n, c, h, 2, w, 2])
+        .reshape([n, c, h * 2, w * 2])
+}
+
 pub(crate) fn group_norm<B: Backend>(
     groups: usize,
     channels: usize,

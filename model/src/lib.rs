@@ -4,7 +4,8 @@
 //! system (see `shared/docs/method.md` of the project, restated in `docs/architecture.md`):
 //!
 //! - [`schedule`]: the 1000-step scaled-linear DDPM schedule, `add_noise`, x0-from-eps;
-//! - [`autoencoder`]: encoder E and decoder D (factor f, C latent channels, latent scale k);
+//! - [`autoencoder`]: encoder E and decoder D, the TAESD family (pretrained TAEF2 in the
+//!   shipped model), split into a tileable local part and a whole-image global part;
 //! - [`unet`]: the timestep-conditioned eps-UNet;
 //! - [`pipeline`]: the NAOSD one-step pipeline (bicubic, encode, noise at `t_add`, one UNet
 //!   call at `t_diff`, decode, colour fix);
@@ -43,5 +44,6 @@ pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
 pub use schedule::NoiseSchedule;
 pub use tiling::{HostImage, MAX_OUTPUT_PIXELS, TileOptions, TiledUpscale, upscale_tiled};
 pub use weights::{
-    FORMAT_VERSION, StoredPrecision, WeightInfo, load_weights, read_weight_info, save_weights,
+    FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part, load_weights, read_weight_info,
+    save_trained_part, save_weights,
 };

@@ -106,6 +106,12 @@ impl<B: Backend> LoraConv2d<B> {
         self
     }
 
+    /// Drops the bias (layers that have none in the pretrained networks).
+    pub fn without_bias(mut self) -> Self {
+        self.bias = None;
+        self
+    }
+
     /// `[out, in, kh, kw]` of the base weight.
     pub fn weight_dims(&self) -> [usize; 4] {
         self.weight.dims()

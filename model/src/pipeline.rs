@@ -3,7 +3,11 @@
 //! 1. `LRup` = bicubic upsample of LR by s (values in [-1, 1]).
 //! 2. `z_lr = k * E(LRup)`.
 //! 3. `z_n = add_noise(z_lr, eps, t_add)`, eps from the portable [`NoiseField`].
-//! 4. `eps_hat = UNet(z_n, t_diff)`.
+//! 4. `eps_hat = eps_lr + UNet([z_n, z_lr], t_diff)`, where `eps_lr = (z_n - sqrt(abar_{t_diff})
+//!    z_lr) / sqrt(1 - abar_{t_diff})` is the eps for which step 5 returns `z_lr` exactly. The
+//!    UNet sees the clean LR latent beside the noisy one and predicts only the correction, so
+//!    a UNet whose output layer is zero gives `D(E(LRup))`, the bicubic-level image, and
+//!    training only adds to it (the pretrained decoder punishes a random start: docs/training.md).
 //! 5. `z0 = (z_n - sqrt(1 - abar_{t_diff}) eps_hat) / sqrt(abar_{t_diff})`.
 //! 6. `SR = clamp(D(z0 / k), -1, 1)`, then the optional colour fix.
 //!
@@ -81,6 +85,25 @@ impl NoiseSource {
     }
 }
 
+/// `eps_lr + unet([z_noisy, z_lr], t)` (module docs, step 4) for any UNet on this
+/// architecture: the pipeline's, or a GDPO policy's beside its frozen reference.
+///
+/// # Errors
+/// [`ModelError::InvalidInput`] for a timestep outside the schedule.
+pub fn conditioned_eps<B: Backend>(
+    unet: &UNet<B>,
+    schedule: &NoiseSchedule,
+    z_noisy: Tensor<B, 4>,
+    z_lr: Tensor<B, 4>,
+    t: usize,
+) -> Result<Tensor<B, 4>> {
+    let abar = schedule.alpha_bar(t)?;
+    let eps_lr =
+        (z_noisy.clone() - z_lr.clone().mul_scalar(abar.sqrt())).div_scalar((1.0 - abar).sqrt());
+    let correction = unet.forward(Tensor::cat(vec![z_noisy, z_lr], 1), t);
+    Ok(eps_lr + correction)
+}
+
 /// Largest upscaling factor accepted.
 pub const MAX_SCALE: usize = 8;
 
@@ -152,6 +175,20 @@ impl<B: Backend> Naosd<B> {
         image.clamp(-1.0, 1.0)
     }
 
+    /// Step 4: the eps prediction `eps_lr + UNet([z_noisy, z_lr], t)` (module docs). The same
+    /// function is the GDPO policy's and reference's denoiser.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for a timestep outside the schedule.
+    pub fn eps_prediction(
+        &self,
+        z_noisy: Tensor<B, 4>,
+        z_lr: Tensor<B, 4>,
+        t: usize,
+    ) -> Result<Tensor<B, 4>> {
+        conditioned_eps(&self.unet, &self.schedule, z_noisy, z_lr, t)
+    }
+
     /// Steps 3 to 5: noise `z_lr` at `t_add` with `eps`, one UNet call at `t_diff`, x0 formula.
     ///
     /// # Errors
@@ -163,9 +200,8 @@ impl<B: Backend> Naosd<B> {
         t_add: usize,
         t_diff: usize,
     ) -> Result<Tensor<B, 4>> {
-        let z_noisy = self.schedule.add_noise(z_lr, eps, t_add)?;
-        self.schedule.alpha_bar(t_diff)?;
-        let eps_hat = self.unet.forward(z_noisy.clone(), t_diff);
+        let z_noisy = self.schedule.add_noise(z_lr.clone(), eps, t_add)?;
+        let eps_hat = self.eps_prediction(z_noisy.clone(), z_lr, t_diff)?;
         self.schedule.x0_from_eps(z_noisy, eps_hat, t_diff)
     }
 
@@ -294,6 +330,13 @@ impl<B: Backend> Naosd<B> {
             + self.autoencoder.decoder.flops(lh, lw)
     }
 
+    /// Zeroes the UNet's output layer: the model then returns `D(E(LRup))` (the bicubic-level
+    /// start of training on a pretrained autoencoder) whatever the noise.
+    pub fn with_zero_correction(mut self) -> Self {
+        self.unet.conv_out = self.unet.conv_out.zeroed();
+        self
+    }
+
     /// Adds fresh LoRA adapters to the UNet (the GDPO policy; encoder and decoder stay frozen).
     pub fn attach_unet_lora(self, lora: &LoraConfig, device: &B::Device) -> Self {
         Self {
@@ -389,6 +432,28 @@ mod tests {
             let z0 = s.x0_from_eps(zn, eps, 100).unwrap();
             assert!(max_abs_diff(z0, z.clone()) < 1e-5);
         }
+    }
+
+    /// The parametrisation's promise: with a zeroed correction the output is the decoded LR
+    /// latent, exactly, for every seed and t_add.
+    #[test]
+    fn zero_correction_returns_the_lr_latent() {
+        let model = trained_like_tiny().with_zero_correction();
+        let dev = device();
+        let z_lr =
+            Tensor::<TestBackend, 4>::random([1, 4, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+        for t_add in [250, 400, 100] {
+            let eps = Tensor::random([1, 4, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+            let z0 = model.one_step(z_lr.clone(), eps, t_add, 100).unwrap();
+            assert!(max_abs_diff(z0, z_lr.clone()) < 1e-4);
+        }
+        let trained = trained_like_tiny();
+        let eps = Tensor::random([1, 4, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+        let z0 = trained.one_step(z_lr.clone(), eps, 250, 100).unwrap();
+        assert!(
+            max_abs_diff(z0, z_lr) > 1e-3,
+            "a non-zero correction moves the latent"
+        );
     }
 
     #[test]

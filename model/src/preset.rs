@@ -23,23 +23,15 @@ pub struct ModelConfig {
     pub unet: UNetConfig,
 }
 
-/// Encoder E / decoder D. The downsampling factor is `f = pixel_unshuffle * 2^(levels - 1)`.
+/// Encoder E / decoder D: the TAESD family ([`crate::autoencoder`]); the downsampling factor
+/// is always 8. The shipped model uses the pretrained TAEF2 (64 channels, 32 latent channels).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoencoderConfig {
-    /// Space-to-depth factor applied to the image before the first convolution (and
-    /// depth-to-space after the last), so no convolution runs at full output resolution.
-    pub pixel_unshuffle: usize,
-    /// Encoder channels per level, highest resolution first.
-    pub encoder_channels: Vec<usize>,
-    /// Decoder channels per level, highest resolution first (same number of levels).
-    pub decoder_channels: Vec<usize>,
-    /// Residual blocks per encoder level.
-    pub encoder_blocks: usize,
-    /// Residual blocks per decoder level.
-    pub decoder_blocks: usize,
-    /// GroupNorm groups (must divide every channel count).
-    pub norm_groups: usize,
+    /// Channels of every convolution inside E and D.
+    pub channels: usize,
+    /// GroupNorm groups of the midblocks' global branch (over `4 * channels`).
+    pub global_groups: usize,
 }
 
 /// The timestep-conditioned eps-UNet on latents.
@@ -65,12 +57,8 @@ impl ModelConfig {
             latent_channels: 4,
             latent_scale: 1.0,
             autoencoder: AutoencoderConfig {
-                pixel_unshuffle: 2,
-                encoder_channels: vec![8, 16],
-                decoder_channels: vec![8, 16],
-                encoder_blocks: 1,
-                decoder_blocks: 1,
-                norm_groups: 4,
+                channels: 8,
+                global_groups: 4,
             },
             unet: UNetConfig {
                 channels: vec![16, 32],
@@ -81,26 +69,24 @@ impl ModelConfig {
         }
     }
 
-    /// The shipped model, sized for the browser: f = 8 with 16 latent channels (the
-    /// compression of SD3/FLUX-style autoencoders, 12 values per latent element instead of
-    /// SD's 48), encoder and decoder at 1/4 resolution or lower via pixel (un)shuffle, a
-    /// three-level UNet at 1/8, 1/16, 1/32. Its cost is in `docs/architecture.md`.
-    pub fn base() -> Self {
+    /// The shipped model: the pretrained TAEF2 autoencoder (FLUX.2's 32-channel latent at
+    /// 1/8 of the image side; its sizes are fixed by the pretrained file) and a three-level
+    /// UNet at 1/8, 1/16, 1/32 that reads the noisy and the clean LR latent. Its cost is in
+    /// `docs/architecture.md`.
+    pub fn taef2() -> Self {
         Self {
-            name: "base".into(),
+            name: "taef2".into(),
             image_channels: 3,
-            latent_channels: 16,
-            latent_scale: 1.0,
+            latent_channels: 32,
+            // 1 / the std of TAEF2 latents of photographs (0.80..0.87 on Set5, mean 0.84:
+            // tests/pytorch/taef2_ref.py), so that the noise at t_add has its intended strength.
+            latent_scale: 1.19,
             autoencoder: AutoencoderConfig {
-                pixel_unshuffle: 4,
-                encoder_channels: vec![64, 128],
-                decoder_channels: vec![64, 128],
-                encoder_blocks: 1,
-                decoder_blocks: 2,
-                norm_groups: 16,
+                channels: 64,
+                global_groups: 4,
             },
             unet: UNetConfig {
-                channels: vec![128, 192, 256],
+                channels: vec![64, 128, 128],
                 blocks_per_level: 1,
                 attention_heads: 4,
                 norm_groups: 16,
@@ -108,23 +94,23 @@ impl ModelConfig {
         }
     }
 
-    /// A preset by name (`tiny`, `base`).
+    /// A preset by name (`tiny`, `taef2`).
     ///
     /// # Errors
     /// [`ModelError::InvalidConfig`] for an unknown name.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "tiny" => Ok(Self::tiny()),
-            "base" => Ok(Self::base()),
+            "taef2" => Ok(Self::taef2()),
             other => Err(ModelError::InvalidConfig(format!(
-                "unknown preset `{other}` (known: tiny, base)"
+                "unknown preset `{other}` (known: tiny, taef2)"
             ))),
         }
     }
 
     /// Downsampling factor f of the autoencoder.
     pub fn downsample_factor(&self) -> usize {
-        self.autoencoder.pixel_unshuffle << (self.autoencoder.encoder_channels.len() - 1)
+        crate::autoencoder::DOWNSAMPLE
     }
 
     /// Image sides given to the autoencoder must be multiples of this (the UNet halves the
@@ -149,41 +135,28 @@ impl ModelConfig {
                 self.latent_scale
             ));
         }
-        if ae.pixel_unshuffle == 0
-            || ae.encoder_channels.is_empty()
-            || self.unet.channels.is_empty()
-        {
-            return bad("pixel_unshuffle and the channel lists must be non-empty/positive".into());
+        if ae.channels == 0 || self.unet.channels.is_empty() {
+            return bad("autoencoder channels and the UNet channel list must be non-empty".into());
         }
-        if ae.encoder_channels.len() != ae.decoder_channels.len() {
-            return bad(
-                "encoder_channels and decoder_channels need the same number of levels".into(),
-            );
+        if self.unet.blocks_per_level == 0 {
+            return bad("every UNet level needs at least one residual block".into());
         }
-        if ae.encoder_blocks == 0 || ae.decoder_blocks == 0 || self.unet.blocks_per_level == 0 {
-            return bad("every level needs at least one residual block".into());
-        }
-        if ae.encoder_channels.len() + self.unet.channels.len() > 12 {
+        if self.unet.channels.len() > 8 {
             return bad("too many levels".into());
         }
-        for (what, groups, channels) in [
-            (
-                "autoencoder",
-                ae.norm_groups,
-                ae.encoder_channels.iter().chain(&ae.decoder_channels),
-            ),
-            (
-                "unet",
-                self.unet.norm_groups,
-                self.unet.channels.iter().chain(&[]),
-            ),
-        ] {
-            for &c in channels {
-                if groups == 0 || c == 0 || c % groups != 0 {
-                    return bad(format!(
-                        "{what}: {c} channels cannot be split into {groups} norm groups"
-                    ));
-                }
+        if ae.global_groups == 0 || !(4 * ae.channels).is_multiple_of(ae.global_groups) {
+            return bad(format!(
+                "autoencoder: {} channels cannot be split into {} norm groups",
+                4 * ae.channels,
+                ae.global_groups
+            ));
+        }
+        for &c in &self.unet.channels {
+            let groups = self.unet.norm_groups;
+            if groups == 0 || c == 0 || c % groups != 0 {
+                return bad(format!(
+                    "unet: {c} channels cannot be split into {groups} norm groups"
+                ));
             }
         }
         let heads = self.unet.attention_heads;
@@ -203,14 +176,14 @@ mod tests {
 
     #[test]
     fn presets_are_valid() {
-        for name in ["tiny", "base"] {
+        for name in ["tiny", "taef2"] {
             let c = ModelConfig::preset(name).unwrap();
             c.validate().unwrap();
             assert_eq!(c.name, name);
         }
-        assert_eq!(ModelConfig::base().downsample_factor(), 8);
-        assert_eq!(ModelConfig::base().size_multiple(), 32);
-        assert_eq!(ModelConfig::tiny().downsample_factor(), 4);
+        assert_eq!(ModelConfig::taef2().downsample_factor(), 8);
+        assert_eq!(ModelConfig::taef2().size_multiple(), 32);
+        assert_eq!(ModelConfig::tiny().size_multiple(), 16);
         assert!(ModelConfig::preset("huge").is_err());
     }
 
@@ -222,7 +195,7 @@ mod tests {
             matches!(c.validate(), Err(ModelError::InvalidConfig(m)) if m.contains("norm groups"))
         );
         let mut c = ModelConfig::tiny();
-        c.autoencoder.decoder_channels.pop();
+        c.autoencoder.global_groups = 3;
         assert!(c.validate().is_err());
         let mut c = ModelConfig::tiny();
         c.latent_scale = f64::NAN;
@@ -231,7 +204,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_rejects_typos() {
-        let c = ModelConfig::base();
+        let c = ModelConfig::taef2();
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), c);
         let typo = json.replace("latent_scale", "latent_scael");

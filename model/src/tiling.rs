@@ -182,12 +182,8 @@ impl TileOptions {
 /// middle self-attention matrix (which grows with the square of the token count).
 pub fn largest_activation_bytes(config: &ModelConfig, out_h: usize, out_w: usize) -> u64 {
     let pixels = (out_h * out_w) as u64;
-    let ae = &config.autoencoder;
-    let unshuffled = pixels / (ae.pixel_unshuffle * ae.pixel_unshuffle) as u64;
-    let ae_first = unshuffled
-        * ae.encoder_channels[0]
-            .max(ae.decoder_channels[0])
-            .max(3 * ae.pixel_unshuffle.pow(2)) as u64;
+    // E's first and D's last layers run at full resolution with `channels` channels.
+    let ae_first = pixels * config.autoencoder.channels as u64;
     let f = config.downsample_factor() as u64;
     let latent = pixels / (f * f);
     let unet_first = latent * config.unet.channels[0] as u64 * 2;
@@ -779,7 +775,7 @@ mod tests {
 
     #[test]
     fn device_tiles_shrink_with_the_buffer_limit() {
-        let base = ModelConfig::base();
+        let base = ModelConfig::taef2();
         let roomy = TileOptions::for_device(&base, 4, 1 << 30);
         let tight = TileOptions::for_device(&base, 4, 16 << 20);
         assert_eq!(roomy.tile, MAX_OUTPUT_TILE / 4);

@@ -46,6 +46,8 @@ pub struct WeightInfo {
     pub content_hash: String,
     pub tensors: usize,
     pub parameters: usize,
+    /// The module path the file is limited to ([`save_trained_part`]), if any.
+    pub trained_part: Option<String>,
 }
 
 /// The file's metadata, stored as one JSON value under [`HEADER_KEY`] so that the file bytes
@@ -56,6 +58,10 @@ struct Header {
     format_version: u32,
     config: ModelConfig,
     content_hash: String,
+    /// Set when the file holds only the parameters under this module path (`unet`): what the
+    /// project trains on top of a pretrained autoencoder that it may not redistribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trained_part: Option<String>,
 }
 
 /// The metadata key holding the [`Header`].
@@ -117,11 +123,46 @@ fn content_hash<'a>(
 /// [`ModelError::InvalidInput`] when the model still carries LoRA adapters (merge them first:
 /// the file holds plain weights) or a parameter is not finite.
 pub fn save_weights<B: Backend>(model: &Naosd<B>, precision: StoredPrecision) -> Result<Vec<u8>> {
+    save(model, precision, None)
+}
+
+/// As [`save_weights`], but only the parameters under the module path `part` (`unet`): the
+/// trained part of a model whose autoencoder is pretrained third-party data. Such a file is
+/// read back with [`load_trained_part`] over a model that has the rest.
+///
+/// # Errors
+/// As [`save_weights`]; [`ModelError::InvalidInput`] when no parameter is under `part`.
+pub fn save_trained_part<B: Backend>(
+    model: &Naosd<B>,
+    precision: StoredPrecision,
+    part: &str,
+) -> Result<Vec<u8>> {
+    save(model, precision, Some(part))
+}
+
+fn under(name: &str, part: &str) -> bool {
+    name.strip_prefix(part)
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
+fn save<B: Backend>(
+    model: &Naosd<B>,
+    precision: StoredPrecision,
+    part: Option<&str>,
+) -> Result<Vec<u8>> {
     let mut collect = Collect {
         path: Vec::new(),
         tensors: BTreeMap::new(),
     };
     model.visit(&mut collect);
+    if let Some(part) = part {
+        collect.tensors.retain(|name, _| under(name, part));
+        if collect.tensors.is_empty() {
+            return Err(ModelError::InvalidInput(format!(
+                "the model has no parameters under `{part}`"
+            )));
+        }
+    }
     if let Some(name) = collect.tensors.keys().find(|n| n.contains(".lora.")) {
         return Err(ModelError::InvalidInput(format!(
             "merge LoRA adapters before saving (found `{name}`)"
@@ -166,6 +207,7 @@ pub fn save_weights<B: Backend>(model: &Naosd<B>, precision: StoredPrecision) ->
         format_version: FORMAT_VERSION,
         config: model.config().clone(),
         content_hash: hash,
+        trained_part: part.map(str::to_string),
     };
     let metadata = HashMap::from([(
         HEADER_KEY.to_string(),
@@ -185,7 +227,7 @@ pub fn save_weights<B: Backend>(model: &Naosd<B>, precision: StoredPrecision) ->
 }
 
 /// Parses and verifies the file: format, version, config and content hash.
-fn open(bytes: &[u8]) -> Result<(SafeTensors<'_>, ModelConfig, String)> {
+fn open(bytes: &[u8]) -> Result<Opened<'_>> {
     let format_err = |m: String| ModelError::WeightFormat(m);
     let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| format_err(e.to_string()))?;
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| format_err(e.to_string()))?;
@@ -244,7 +286,20 @@ fn open(bytes: &[u8]) -> Result<(SafeTensors<'_>, ModelConfig, String)> {
             found,
         });
     }
-    Ok((tensors, header.config, found))
+    Ok(Opened {
+        tensors,
+        config: header.config,
+        content_hash: found,
+        trained_part: header.trained_part,
+    })
+}
+
+/// A parsed and verified weight file.
+struct Opened<'a> {
+    tensors: SafeTensors<'a>,
+    config: ModelConfig,
+    content_hash: String,
+    trained_part: Option<String>,
 }
 
 /// Reads and verifies the header of a weight file without building the model.
@@ -252,7 +307,12 @@ fn open(bytes: &[u8]) -> Result<(SafeTensors<'_>, ModelConfig, String)> {
 /// # Errors
 /// As [`load_weights`], except for architecture mismatches.
 pub fn read_weight_info(bytes: &[u8]) -> Result<WeightInfo> {
-    let (tensors, config, content_hash) = open(bytes)?;
+    let Opened {
+        tensors,
+        config,
+        content_hash,
+        trained_part,
+    } = open(bytes)?;
     let parameters = tensors
         .tensors()
         .iter()
@@ -263,12 +323,15 @@ pub fn read_weight_info(bytes: &[u8]) -> Result<WeightInfo> {
         content_hash,
         tensors: tensors.len(),
         parameters,
+        trained_part,
     })
 }
 
 struct Fill<'a> {
     path: Vec<String>,
     tensors: &'a SafeTensors<'a>,
+    /// Only parameters under this module path are read; the others keep their values.
+    part: Option<&'a str>,
     used: usize,
     error: Option<ModelError>,
 }
@@ -313,6 +376,9 @@ impl<B: Backend> ModuleMapper<B> for Fill<'_> {
             return Param::from_mapped_value(id, tensor, mapper);
         }
         let name = self.path.join(".");
+        if self.part.is_some_and(|part| !under(&name, part)) {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
         let shape = tensor.dims();
         match self.values(&name, &shape) {
             Ok(values) => {
@@ -343,11 +409,48 @@ impl<B: Backend> ModuleMapper<B> for Fill<'_> {
 /// [`ModelError::MissingTensor`] / [`ModelError::UnexpectedTensor`] /
 /// [`ModelError::ShapeMismatch`] (another architecture), [`ModelError::InvalidConfig`].
 pub fn load_weights<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Naosd<B>> {
-    let (tensors, config, _) = open(bytes)?;
-    let model = config.init::<B>(device)?;
+    let opened = open(bytes)?;
+    if let Some(part) = &opened.trained_part {
+        return Err(ModelError::WeightFormat(format!(
+            "the file holds only the trained `{part}`; compose it with the pretrained \
+             autoencoder first (trainer-native compose)"
+        )));
+    }
+    let model = opened.config.init::<B>(device)?;
+    fill(model, &opened.tensors, None)
+}
+
+/// Reads a file written by [`save_trained_part`] into `model`, which supplies everything
+/// else (the pretrained autoencoder). The file's config must be the model's.
+///
+/// # Errors
+/// As [`load_weights`]; [`ModelError::WeightFormat`] for a whole-model file or another config.
+pub fn load_trained_part<B: Backend>(bytes: &[u8], model: Naosd<B>) -> Result<Naosd<B>> {
+    let opened = open(bytes)?;
+    let Some(part) = &opened.trained_part else {
+        return Err(ModelError::WeightFormat(
+            "the file holds a whole model, not a trained part".into(),
+        ));
+    };
+    if &opened.config != model.config() {
+        return Err(ModelError::WeightFormat(format!(
+            "the trained part was written for the model `{}` with another config than `{}`",
+            opened.config.name,
+            model.config().name
+        )));
+    }
+    fill(model, &opened.tensors, Some(part))
+}
+
+fn fill<B: Backend>(
+    model: Naosd<B>,
+    tensors: &SafeTensors<'_>,
+    part: Option<&str>,
+) -> Result<Naosd<B>> {
     let mut fill = Fill {
         path: Vec::new(),
-        tensors: &tensors,
+        tensors,
+        part,
         used: 0,
         error: None,
     };
@@ -561,24 +664,59 @@ mod tests {
             true,
         );
         assert!(matches!(load(&deeper), Err(ModelError::MissingTensor(_))));
-        // A file of a deeper model read as `tiny`: the file has tensors the model lacks.
-        let mut deep_config = ModelConfig::tiny();
-        deep_config.autoencoder.decoder_blocks = 2;
-        let deep = randomise(
-            deep_config.init::<TestBackend>(&device()).unwrap(),
-            |_| true,
-            0.1,
-        );
-        let deep_bytes = save_weights(&deep, StoredPrecision::F16).unwrap();
-        let as_tiny = forge(
-            &deep_bytes,
-            |h| set_config(h, |c| *c = ModelConfig::tiny()),
-            true,
-        );
-        assert!(matches!(
-            load(&as_tiny),
-            Err(ModelError::UnexpectedTensor(_))
+        // A file with a tensor the model lacks (correctly hashed).
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut header: serde_json::Value =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()[HEADER_KEY]).unwrap();
+        let extra = [0u8; 4];
+        let mut views: Vec<(String, TensorView<'_>)> = st
+            .names()
+            .into_iter()
+            .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+            .collect();
+        views.push((
+            "unet.extra.weight".into(),
+            TensorView::new(Dtype::F32, vec![1], &extra).unwrap(),
         ));
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        let config_json = serde_json::to_string(&ModelConfig::tiny()).unwrap();
+        header["content_hash"] = content_hash(
+            &config_json,
+            views
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+        )
+        .into();
+        let meta = HashMap::from([(HEADER_KEY.to_string(), header.to_string())]);
+        let with_extra = safetensors::serialize(views, Some(meta)).unwrap();
+        assert!(matches!(
+            load(&with_extra),
+            Err(ModelError::UnexpectedTensor(name)) if name == "unet.extra.weight"
+        ));
+    }
+
+    #[test]
+    fn trained_part_round_trips_over_a_model_with_the_rest() {
+        let m = model();
+        let bytes = save_trained_part(&m, StoredPrecision::F32, "unet").unwrap();
+        let info = read_weight_info(&bytes).unwrap();
+        assert_eq!(info.tensors, param_paths(&m.unet).len());
+        assert!(matches!(
+            load_weights::<TestBackend>(&bytes, &device()),
+            Err(ModelError::WeightFormat(m)) if m.contains("compose")
+        ));
+        let mut rest = ModelConfig::tiny().init::<TestBackend>(&device()).unwrap();
+        rest.autoencoder = m.autoencoder.clone();
+        let loaded = load_trained_part(&bytes, rest).unwrap();
+        assert_eq!(max_abs_diff(upscale(&loaded), upscale(&m)), 0.0);
+        let whole = save_weights(&m, StoredPrecision::F32).unwrap();
+        assert!(load_trained_part(&whole, model()).is_err());
+        let mut other = ModelConfig::tiny();
+        other.unet.blocks_per_level = 2;
+        let other = other.init::<TestBackend>(&device()).unwrap();
+        assert!(load_trained_part(&bytes, other).is_err());
+        assert!(save_trained_part(&m, StoredPrecision::F16, "nothing").is_err());
     }
 
     #[test]

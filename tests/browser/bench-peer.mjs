@@ -20,7 +20,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { dirname, extname, join, normalize, resolve, sep } from "node:path";
 import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { ROOT, SCRATCH, WEIGHTS, encodePng, launch, startServer, testImage } from "./harness.mjs";
+import { DIST, ROOT, SCRATCH, SHIPPED_WEIGHTS as WEIGHTS, encodePng, launch, startServer, testImage } from "./harness.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -107,7 +107,7 @@ function addRow(who, backend, r, extra = {}) {
 // Rows run one after another on a shared machine: the load says how much to trust them.
 const loadAtStart = loadavg()[0];
 const pixels = { width: side, height: side, data: Array.from(image.data) };
-const ours = await startServer();
+const ours = await startServer(DIST); // the shipped weights
 const peer = await servePeer();
 const browser = await launch({ webgpu: true });
 const context = await browser.newContext();

@@ -4,7 +4,7 @@
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { SCRATCH, TRAINER, WEIGHTS, encodePng, launch, startServer, testImage } from "./harness.mjs";
+import { DIST, SCRATCH, TRAINER, SHIPPED_WEIGHTS as WEIGHTS, encodePng, launch, startServer, testImage } from "./harness.mjs";
 
 const side = Number(process.argv[2] ?? 128);
 const scale = Number(process.argv[3] ?? 4);
@@ -12,7 +12,7 @@ const image = testImage(side, side);
 const outMp = (side * scale) ** 2 / 1e6;
 const rows = [];
 
-const server = await startServer();
+const server = await startServer(DIST); // the shipped weights
 const browser = await launch({ webgpu: true });
 for (const backend of ["webgpu", "cpu"]) {
   const page = await browser.newPage();

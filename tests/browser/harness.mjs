@@ -2,7 +2,7 @@
 // Debian's Chromium driven by playwright-core, deterministic test images, and the native CLI.
 import { spawn, execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, cpSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,9 +11,26 @@ import { chromium } from "playwright-core";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const DIST = join(ROOT, "target/www");
-export const WEIGHTS = join(ROOT, "www/weights/default.safetensors");
 export const TRAINER = join(ROOT, "target/debug/trainer-native");
 export const SCRATCH = mkdtempSync(join(tmpdir(), "gdpo-browser-"));
+// The page's real default weights (scripts/compose-weights.sh: the shipped TAEF2 model, or a
+// tiny miniature on machines without ../shared); shipped.test.mjs runs them.
+export const SHIPPED_WEIGHTS = join(ROOT, "www/weights/default.safetensors");
+export const TAEF2_DIR = process.env.GDPO_SR_TAEF2_DIR ?? join(ROOT, "../shared/weights/taef2");
+// Every other test runs a random-weight miniature of the same architecture (`tiny`) in a copy
+// of the built page: the shipped model costs ~1 TFLOP per output megapixel, minutes per test
+// on SwiftShader, and the machinery under test is the same.
+export const WEIGHTS = join(SCRATCH, "tiny.safetensors");
+export const TEST_DIST = join(SCRATCH, "www");
+execFileSync(TRAINER, ["init", "--preset", "tiny", "--out", WEIGHTS], { stdio: "ignore" });
+
+function testDist() {
+  if (!existsSync(TEST_DIST)) {
+    cpSync(DIST, TEST_DIST, { recursive: true });
+    cpSync(WEIGHTS, join(TEST_DIST, "weights/default.safetensors"));
+  }
+  return TEST_DIST;
+}
 
 // Flags every launch needs on these machines (closed network, no first-run UI).
 const BASE_FLAGS = [
@@ -22,12 +39,13 @@ const BASE_FLAGS = [
   "--disable-default-apps", "--disable-extensions",
 ];
 
-/** Serves `dir` (default: the built page, target/www) with the CSP header
+/** Serves `dir` (default: the built page with the miniature weights) with the CSP header
  *  (scripts/serve.py) on a free port. */
-export async function startServer(dir = DIST) {
-  if (!existsSync(join(dir, "index.html"))) {
-    throw new Error(`${dir} is not built: run scripts/build-web.sh (scripts/test.sh does)`);
+export async function startServer(dir) {
+  if (!existsSync(join(DIST, "index.html"))) {
+    throw new Error(`${DIST} is not built: run scripts/build-web.sh (scripts/test.sh does)`);
   }
+  dir ??= testDist();
   const server = spawn("python3", [join(ROOT, "scripts/serve.py"), dir, "0"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -112,12 +130,12 @@ export function readSafetensorF32(path, name) {
 }
 
 /** The native CLI's exact output for `image` (written as PNG) with the given options. */
-export function nativeUpscale(image, { scale, seed, tile, overlap, tAdd = 250 }) {
+export function nativeUpscale(image, { scale, seed, tile, overlap, tAdd = 250, weights = WEIGHTS }) {
   const input = join(SCRATCH, `in-${image.width}x${image.height}.png`);
   writeFileSync(input, encodePng(image));
   const tensor = join(SCRATCH, `native-${seed}-${scale}-${tile}.safetensors`);
   execFileSync(TRAINER, [
-    "upscale", "--weights", WEIGHTS, "--input", input, "--output", join(SCRATCH, "native.png"),
+    "upscale", "--weights", weights, "--input", input, "--output", join(SCRATCH, "native.png"),
     "--scale", String(scale), "--seed", String(seed), "--t-add", String(tAdd),
     "--tile", String(tile), "--tile-overlap", String(overlap), "--tensor-out", tensor,
     "--backend", "cpu",

@@ -34,7 +34,7 @@ fn settle<const D: usize>(t: Tensor<B, D>) {
 
 fn networks(c: &mut Criterion) {
     let device = Default::default();
-    for preset in ["base", "tiny"] {
+    for preset in ["taef2", "tiny"] {
         let config = ModelConfig::preset(preset).expect("known preset");
         let model = config.init::<B>(&device).expect("valid preset");
         let f = config.downsample_factor();
@@ -53,9 +53,9 @@ fn networks(c: &mut Criterion) {
         // Throughput in output pixels: criterion prints elements/s, i.e. pixels per second.
         group.throughput(Throughput::Elements((OUT_SIDE * OUT_SIDE) as u64));
         group.bench_function(BenchmarkId::new("unet_forward", latent), |b| {
-            b.iter(|| settle(model.unet.forward(z.clone(), 100)));
+            b.iter(|| settle(model.eps_prediction(z.clone(), z.clone(), 100).unwrap()));
         });
-        if preset == "base" {
+        if preset == "taef2" {
             group.bench_function(BenchmarkId::new("encoder", OUT_SIDE), |b| {
                 b.iter(|| settle(model.encode(image.clone())));
             });

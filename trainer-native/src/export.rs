@@ -5,9 +5,9 @@ use std::{fs, io::Write, path::Path};
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use model::{ModelConfig, Naosd, StoredPrecision, save_weights};
+use model::{ModelConfig, Naosd, StoredPrecision, save_trained_part, save_weights};
 
-use crate::backend::BackendTask;
+use crate::{backend::BackendTask, pretrained};
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 ///
@@ -33,16 +33,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
-/// Reads and loads a weight file from disk (the error names the file).
+/// Reads and loads a weight file from disk (the error names the file). A trained-part file
+/// (the committed UNet of the shipped model, [`model::save_trained_part`]) is composed with
+/// the pretrained TAEF2 autoencoder from [`pretrained::taef2_dir`].
 ///
 /// # Errors
-/// IO errors and every [`model::ModelError`] of the loader.
+/// IO errors, every [`model::ModelError`] of the loader, missing or altered TAEF2 files.
 pub fn read_weights<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<Naosd<B>> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    model::load_weights::<B>(&bytes, device).with_context(|| path.display().to_string())
+    let info = model::read_weight_info(&bytes).with_context(|| path.display().to_string())?;
+    if info.trained_part.is_none() {
+        return model::load_weights::<B>(&bytes, device)
+            .with_context(|| path.display().to_string());
+    }
+    let base = pretrained::load_taef2(info.config.init::<B>(device)?, &pretrained::taef2_dir())
+        .with_context(|| format!("composing {}", path.display()))?;
+    model::load_trained_part(&bytes, base).with_context(|| path.display().to_string())
 }
 
-/// Writes a randomly initialised weight file of a preset (tests and smoke runs).
+/// Writes the starting weight file of a preset. `taef2`: the pretrained TAEF2 autoencoder
+/// and a UNet whose output layer is zero, so that the model starts at the bicubic-level
+/// `D(E(LRup))` (the start of NAOSD training); other presets: random weights (tests).
 pub struct InitWeights<'a> {
     pub preset: &'a str,
     pub out: &'a Path,
@@ -52,24 +63,36 @@ pub struct InitWeights<'a> {
 impl BackendTask for InitWeights<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
-        let model = ModelConfig::preset(self.preset)?.init::<B>(&device)?;
+        let config = ModelConfig::preset(self.preset)?;
+        let model = config.init::<B>(&device)?;
+        let model = if config == ModelConfig::taef2() {
+            pretrained::load_taef2(model, &pretrained::taef2_dir())?.with_zero_correction()
+        } else {
+            model
+        };
         let bytes = save_weights(&model, self.precision)?;
         write_atomically(self.out, &bytes)?;
         Ok(bytes.len())
     }
 }
 
-/// Re-writes a weight file as the f16 web weight file (verifying it on the way in).
+/// Re-writes a weight file as the f16 web weight file (verifying it on the way in; a trained
+/// part is composed with the pretrained autoencoder), or with `trained_part` only that part
+/// of it (what the project commits of a model built on third-party weights).
 pub struct ExportWeb<'a> {
     pub weights: &'a Path,
     pub out: &'a Path,
+    pub trained_part: Option<&'a str>,
 }
 
 impl BackendTask for ExportWeb<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
         let model = read_weights::<B>(self.weights, &device)?;
-        let out = save_weights(&model, StoredPrecision::F16)?;
+        let out = match self.trained_part {
+            Some(part) => save_trained_part(&model, StoredPrecision::F16, part)?,
+            None => save_weights(&model, StoredPrecision::F16)?,
+        };
         write_atomically(self.out, &out)?;
         Ok(out.len())
     }

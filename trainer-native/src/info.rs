@@ -29,7 +29,7 @@ impl BackendTask for PresetCosts {
         // the same per pixel at any size, self-attention grows with the tile's token count.
         const SIDE: usize = 512;
         let mp = (SIDE * SIDE) as f64 / 1e6;
-        ["tiny", "base"]
+        ["tiny", "taef2"]
             .into_iter()
             .map(|name| {
                 let config = ModelConfig::preset(name)?;

@@ -37,7 +37,9 @@ enum Command {
     /// Benchmarks (docs/benchmarks.md; `scripts/bench.sh` runs them all).
     #[command(subcommand)]
     Bench(trainer_native::bench::BenchCommand),
-    /// Write a randomly initialised weight file (tests and smoke runs; not a trained model).
+    /// Write the starting weight file of a preset: `taef2` = the pretrained TAEF2 autoencoder
+    /// (from $GDPO_SR_TAEF2_DIR, default ../shared/weights/taef2) and a UNet that starts at
+    /// the bicubic-level output; `tiny` = random weights (tests and smoke runs).
     Init {
         #[arg(long, default_value = "tiny")]
         preset: String,
@@ -101,12 +103,17 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         count: usize,
     },
-    /// Convert a weight file (e.g. a stage's f32 output) to the f16 web weight file.
+    /// Convert a weight file (e.g. a stage's f32 output) to the f16 web weight file; a trained
+    /// part (the committed UNet) is composed with the pretrained TAEF2 on the way.
     Export {
         #[arg(long)]
         weights: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Write only the parameters under this module path (`unet`): what is committed of a
+        /// model on a pretrained autoencoder that must not be redistributed.
+        #[arg(long)]
+        trained_part: Option<String>,
     },
     /// PSNR-Y / SSIM-Y of bicubic and of weight files on HR images (LR by antialiased
     /// bicubic, by the seeded Real-ESRGAN degradation, or real LR/HR pairs); prints a table.
@@ -146,6 +153,10 @@ enum Command {
         /// Report the NSS naturalness term (a `fit-nss` model) and the pooled GDPO reward.
         #[arg(long)]
         nss: Option<PathBuf>,
+        /// Report standard no-reference metrics (comma-separated: niqe, brisque; lower is
+        /// better, the columns show them negated as reward terms), from ../shared/iqa.
+        #[arg(long, value_delimiter = ',')]
+        iqa: Vec<trainer_native::reward::IqaTermName>,
         /// Pool bicubic with the models for the reward (by default, with two or more models,
         /// only the models are pooled: bicubic's extremes would squeeze their rewards together).
         #[arg(long)]
@@ -156,7 +167,9 @@ enum Command {
     /// Upscale an image file, or every image of a folder, with a weight file (tiled like the
     /// browser: same weights, seed and tile size give the same output).
     Upscale {
-        #[arg(long)]
+        /// The model (default: the shipped one, the committed UNet composed with the
+        /// pretrained TAEF2; run from the repository root).
+        #[arg(long, default_value = "weights/taef2-unet.safetensors")]
         weights: PathBuf,
         /// An image file, or a folder (searched recursively).
         #[arg(long)]
@@ -303,7 +316,7 @@ fn main() -> anyhow::Result<()> {
                 },
             )?;
             println!(
-                "wrote {} ({size} bytes, random {preset} weights)",
+                "wrote {} ({size} bytes, initial {preset} weights)",
                 out.display()
             );
         }
@@ -382,12 +395,17 @@ fn main() -> anyhow::Result<()> {
             let written = degrade_folder(&input, &output, &config, seed, crop, count)?;
             println!("wrote {written} LR/HR pairs to {}", output.display());
         }
-        Command::Export { weights, out } => {
+        Command::Export {
+            weights,
+            out,
+            trained_part,
+        } => {
             let size = dispatch(
                 BackendKind::Cpu,
                 ExportWeb {
                     weights: &weights,
                     out: &out,
+                    trained_part: trained_part.as_deref(),
                 },
             )?;
             println!("wrote {} ({size} bytes, f16)", out.display());
@@ -405,6 +423,7 @@ fn main() -> anyhow::Result<()> {
             discriminator,
             discriminator_channels,
             nss,
+            iqa,
             reward_with_bicubic,
         } => {
             let lr_source = match (lr, degrade) {
@@ -449,6 +468,10 @@ fn main() -> anyhow::Result<()> {
                         discriminator,
                         discriminator_channels,
                         nss,
+                        iqa: trainer_native::reward::IqaTerms {
+                            terms: iqa,
+                            ..Default::default()
+                        },
                     },
                     reward_with_bicubic,
                 },

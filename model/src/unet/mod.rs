@@ -13,7 +13,7 @@ use burn::{
 };
 
 use crate::{
-    blocks::{ResBlock, SpatialAttention, group_norm, timestep_embedding},
+    blocks::{ResBlock, SpatialAttention, group_norm, timestep_embedding, upsample_nearest_2x},
     lora::{LoraConfig, LoraConv2d, LoraLinear, LoraTarget},
     preset::ModelConfig,
 };
@@ -62,14 +62,6 @@ pub struct UNet<B: Backend> {
     pub up_blocks: Vec<UpLevel<B>>,
     pub conv_norm_out: GroupNorm<B>,
     pub conv_out: LoraConv2d<B>,
-}
-
-/// Nearest-neighbour 2x upsampling by broadcasting (identical on every backend).
-fn upsample_nearest_2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h, 1, w, 1])
-        .expand([n, c, h, 2, w, 2])
-        .reshape([n, c, h * 2, w * 2])
 }
 
 impl<B: Backend> UNet<B> {
@@ -132,7 +124,7 @@ impl<B: Backend> UNet<B> {
                 linear_2: LoraLinear::new(time_dim, time_dim, device),
                 sinusoid_dim: ch[0],
             },
-            conv_in: LoraConv2d::new(config.latent_channels, ch[0], 3, device),
+            conv_in: LoraConv2d::new(2 * config.latent_channels, ch[0], 3, device),
             down_blocks,
             mid_block,
             up_blocks,
@@ -141,20 +133,22 @@ impl<B: Backend> UNet<B> {
         }
     }
 
-    /// eps prediction at the same timestep `t` for the whole batch.
+    /// The network's output at the same timestep `t` for the whole batch. Its input is the
+    /// noisy latent and the clean LR latent concatenated on channels: the LR latent is what
+    /// lets [`crate::Naosd::eps_prediction`] start from the exact eps that returns it.
     ///
     /// # Shapes
-    /// `[n, C, h, w] -> [n, C, h, w]`, with h, w multiples of `2^(levels - 1)`.
+    /// `[n, 2C, h, w] -> [n, C, h, w]`, with h, w multiples of `2^(levels - 1)`.
     pub fn forward(&self, z: Tensor<B, 4>, t: usize) -> Tensor<B, 4> {
         let n = z.dims()[0];
         let timesteps = Tensor::from_data(TensorData::new(vec![t as f32; n], [n]), &z.device());
         self.forward_timesteps(z, timesteps)
     }
 
-    /// eps prediction with one timestep per batch element.
+    /// As [`Self::forward`] with one timestep per batch element.
     ///
     /// # Shapes
-    /// `z: [n, C, h, w]`, `timesteps: [n]` -> `[n, C, h, w]`
+    /// `z: [n, 2C, h, w]`, `timesteps: [n]` -> `[n, C, h, w]`
     pub fn forward_timesteps(&self, z: Tensor<B, 4>, timesteps: Tensor<B, 1>) -> Tensor<B, 4> {
         let mlp = &self.time_embedding;
         let temb = timestep_embedding(timesteps, mlp.sinusoid_dim);
@@ -302,7 +296,7 @@ mod tests {
         let dev = device();
         let config = ModelConfig::tiny();
         let unet = randomise(UNet::<TestBackend>::new(&config, &dev), |_| true, 0.1);
-        let z = Tensor::random([2, 4, 8, 12], Distribution::Normal(0.0, 1.0), &dev);
+        let z = Tensor::random([2, 8, 8, 12], Distribution::Normal(0.0, 1.0), &dev);
         let a = unet.forward(z.clone(), 100);
         assert_eq!(a.dims(), [2, 4, 8, 12]);
         let b = unet.forward(z, 250);
@@ -316,7 +310,7 @@ mod tests {
     fn fresh_lora_is_identity_and_merge_matches() {
         let dev = device();
         let unet = UNet::<TestBackend>::new(&ModelConfig::tiny(), &dev);
-        let z = Tensor::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let z = Tensor::random([1, 8, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
         let base = unet.forward(z.clone(), 100);
         let with_lora = unet.attach_lora(&LoraConfig::new(), &dev);
         assert_eq!(

@@ -9,6 +9,8 @@ mod crash_safety;
 mod eval_cli;
 mod fuzz;
 mod hostile_inputs;
+mod iqa;
 mod limits;
+mod taef2;
 mod web_engine;
 mod weights_contract;

@@ -108,6 +108,7 @@ fn config(f: &Fixture, steps: usize, lr: f64) -> GdpoConfig {
                 discriminator: Some(f.discriminator.clone()),
                 discriminator_channels: vec![8, 16],
                 nss: Some(f.nss.clone()),
+                ..DetailTerms::default()
             },
         },
         train: TrainOptions {

@@ -71,6 +71,11 @@ fn naosd_stage_trains_from_the_autoencoder() {
         data: data.clone(),
         validation: Some(data.clone()),
         crop: 32,
+        train_encoder: true,
+        // Both LR kinds in one run.
+        bicubic_fraction: 0.5,
+        validation_bicubic: false,
+        validation_side: 256,
         t_add: 250,
         t_diff: 100,
         train: options(60, 4e-3),
@@ -131,15 +136,17 @@ fn naosd_stage_trains_from_the_autoencoder() {
 #[test]
 fn shipped_configs_parse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    for preset in ["base", "tiny"] {
-        let ae: AutoencoderConfig =
-            trainer_native::read_toml(&root.join(format!("autoencoder-{preset}.toml"))).unwrap();
-        assert_eq!(ae.preset, preset);
+    let ae: AutoencoderConfig =
+        trainer_native::read_toml(&root.join("autoencoder-tiny.toml")).unwrap();
+    assert_eq!(ae.preset, "tiny");
+    for preset in ["taef2", "tiny"] {
         let naosd: NaosdConfig =
             trainer_native::read_toml(&root.join(format!("naosd-{preset}.toml"))).unwrap();
         assert_eq!((naosd.t_add, naosd.t_diff), (250, 100));
         naosd.degradation.validate().unwrap();
     }
+    let taef2: NaosdConfig = trainer_native::read_toml(&root.join("naosd-taef2.toml")).unwrap();
+    assert!(!taef2.train_encoder, "the pretrained encoder stays frozen");
     let gdpo: trainer_native::stages::gdpo::GdpoConfig =
         trainer_native::read_toml(&root.join("gdpo-tiny.toml")).unwrap();
     assert_eq!((gdpo.group, gdpo.omega, gdpo.lora.rank), (6, 5000.0, 4));
@@ -148,7 +155,7 @@ fn shipped_configs_parse() {
     let dir = integration_tests::scratch_dir("config-typo");
     std::fs::write(
         dir.join("bad.toml"),
-        std::fs::read_to_string(root.join("naosd-base.toml"))
+        std::fs::read_to_string(root.join("naosd-taef2.toml"))
             .unwrap()
             .replace("t_add", "t_ad"),
     )

@@ -15,7 +15,7 @@ use crate::backend::{BackendKind, BackendTask, dispatch};
 
 #[derive(clap::Args)]
 pub struct FlopsArgs {
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "taef2")]
     pub preset: String,
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,

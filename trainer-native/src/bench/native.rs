@@ -27,7 +27,7 @@ use crate::{
 #[derive(clap::Args)]
 pub struct InferenceArgs {
     /// Model preset (random weights unless `--weights`: speed does not depend on the values).
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "taef2")]
     pub preset: String,
     /// Output size in megapixels (10^6 pixels): the input is the square whose output side is
     /// nearest, on the tiler's alignment (so the measured size is close, not exact).
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn input_sides_land_on_the_alignment_near_the_requested_size() {
-        let base = ModelConfig::base();
+        let base = ModelConfig::taef2();
         // base at x4: alignment 8 input pixels.
         assert_eq!(input_side(&base, 4, 0.25), 128);
         assert_eq!(input_side(&base, 4, 1.0), 248);

@@ -145,7 +145,7 @@ impl BackendTask for ParityDump {
         let noise = source.tensor::<B>(z_lr.dims(), &device);
         let schedule = model.schedule();
         let z_noisy = schedule.add_noise(z_lr.clone(), noise.clone(), options.t_add)?;
-        let eps_hat = model.unet.forward(z_noisy.clone(), options.t_diff);
+        let eps_hat = model.eps_prediction(z_noisy.clone(), z_lr.clone(), options.t_diff)?;
         let z0 = schedule.x0_from_eps(z_noisy.clone(), eps_hat.clone(), options.t_diff)?;
         let sr = model.decode(z0.clone());
 

@@ -58,7 +58,7 @@ use super::parity::randomise_all;
 
 #[derive(clap::Args, Clone)]
 pub struct StepsArgs {
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "taef2")]
     pub preset: String,
     /// NAOSD step: HR crops per step.
     #[arg(long, default_value_t = 2)]
@@ -400,6 +400,10 @@ fn measure<B: Backend>(args: &StepsArgs, device: &B::Device) -> anyhow::Result<V
             data: PathBuf::new(),
             validation: None,
             crop: args.crop,
+            train_encoder: true,
+            bicubic_fraction: 0.0,
+            validation_bicubic: false,
+            validation_side: 256,
             t_add: options.t_add,
             t_diff: options.t_diff,
             train: train_options(args.batch, 5e-5),
@@ -556,7 +560,7 @@ fn inference_parts<B: Backend>(
         "bicubic": time(&|| drop(bicubic_upsample(lr.clone(), options.scale))),
         "encoder": time(&|| drop(model.encode(lr_up.clone()))),
         "noise": time(&|| drop(source.tensor::<B>(z.dims(), device))),
-        "unet": time(&|| drop(model.unet.forward(z.clone(), options.t_diff))),
+        "unet": time(&|| drop(model.eps_prediction(z.clone(), z.clone(), options.t_diff))),
         "decoder": time(&|| drop(model.decode(z.clone()))),
     })
 }
@@ -581,7 +585,9 @@ fn gdpo_forward_parts<B: Backend>(
     let lr = batch.lr.to_tensor::<B>(device);
     let reward = fidelity_reward();
     let sample = || sample_groups(reference, lr.clone(), group, &options, noise(1)).expect("valid");
-    let samples = sample();
+    let groups = sample();
+    let (samples, z_lr) = (groups.samples, groups.z_lr);
+    let ad_z_lr = Tensor::<Autodiff<B>, 4>::from_inner(z_lr.clone());
     let x0 = reference.encode(samples.clone());
     let xi = noise(2).tensor::<B>(x0.dims(), device);
     let x_t = reference
@@ -606,8 +612,23 @@ fn gdpo_forward_parts<B: Backend>(
             drop(reference.schedule().add_noise(x0, xi, options.t_add));
         }),
         "errors": time(&|| {
-            drop(denoising_errors(&reference.unet, x_t.clone(), xi.clone(), options.t_diff));
-            drop(denoising_errors(&policy.unet, ad_x_t.clone(), ad_xi.clone(), options.t_diff));
+            let schedule = reference.schedule();
+            drop(denoising_errors(
+                &reference.unet,
+                schedule,
+                x_t.clone(),
+                z_lr.clone(),
+                xi.clone(),
+                options.t_diff,
+            ));
+            drop(denoising_errors(
+                &policy.unet,
+                schedule,
+                ad_x_t.clone(),
+                ad_z_lr.clone(),
+                ad_xi.clone(),
+                options.t_diff,
+            ));
         }),
     })
 }

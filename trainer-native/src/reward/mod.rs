@@ -230,6 +230,137 @@ impl RewardTerm for NssNaturalness {
     }
 }
 
+/// An unscorable sample (smaller than the metric's minimum, flat) is the group's worst.
+fn negated_or_worst(score: anyhow::Result<f64>) -> f64 {
+    score.map_or(f64::NEG_INFINITY, |v| -v)
+}
+
+/// NIQE with the standard pristine model ([`crate::iqa::Niqe`]) as a reward term: the negated
+/// score (lower NIQE is more natural). Samples NIQE cannot score (smaller than 96x96, flat)
+/// get `-inf`, the worst of their group ([`normalise_group`]).
+pub struct NiqeNaturalness(pub crate::iqa::Niqe);
+
+impl RewardTerm for NiqeNaturalness {
+    fn name(&self) -> &str {
+        "niqe"
+    }
+    fn score(&self, samples: &[Planar], _references: &[Planar]) -> Vec<f64> {
+        use rayon::prelude::*;
+        samples
+            .par_iter()
+            .map(|s| negated_or_worst(self.0.score(s)))
+            .collect()
+    }
+}
+
+/// BRISQUE with the LIVE-trained SVR ([`crate::iqa::Brisque`]) as a reward term: the negated
+/// *unclamped* SVR output ([`crate::iqa::Brisque::raw_score`]), so that samples beyond
+/// OpenCV's [0, 100] clamp still rank; flat samples get `-inf`.
+pub struct BrisqueQuality(pub crate::iqa::Brisque);
+
+impl RewardTerm for BrisqueQuality {
+    fn name(&self) -> &str {
+        "brisque"
+    }
+    fn score(&self, samples: &[Planar], _references: &[Planar]) -> Vec<f64> {
+        use rayon::prelude::*;
+        samples
+            .par_iter()
+            .map(|s| negated_or_worst(self.0.raw_score(s)))
+            .collect()
+    }
+}
+
+/// The standard no-reference image-quality terms a config can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IqaTermName {
+    /// [`NiqeNaturalness`].
+    Niqe,
+    /// [`BrisqueQuality`].
+    Brisque,
+}
+
+impl IqaTermName {
+    /// Every name, in the order [`IqaTerms::build`] keeps.
+    pub const ALL: [IqaTermName; 2] = [IqaTermName::Niqe, IqaTermName::Brisque];
+
+    /// The term's name (`"niqe"`, `"brisque"`), as [`RewardTerm::name`] reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IqaTermName::Niqe => "niqe",
+            IqaTermName::Brisque => "brisque",
+        }
+    }
+
+    /// Loads the term's standard model from `dir` (`../shared/iqa`).
+    ///
+    /// # Errors
+    /// When the model file is missing (the message names it and its hash) or wrong.
+    pub fn build(self, dir: &std::path::Path) -> anyhow::Result<Box<dyn RewardTerm>> {
+        Ok(match self {
+            IqaTermName::Niqe => Box::new(NiqeNaturalness(crate::iqa::Niqe::load(dir)?)),
+            IqaTermName::Brisque => Box::new(BrisqueQuality(crate::iqa::Brisque::load(dir)?)),
+        })
+    }
+}
+
+impl std::str::FromStr for IqaTermName {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| anyhow::anyhow!("unknown IQA reward term {s:?} (niqe, brisque)"))
+    }
+}
+
+/// Standard no-reference IQA terms of the reward: a TOML table such as
+/// `terms = ["niqe", "brisque"]` (`dir` defaults to [`crate::iqa::DEFAULT_DIR`]). Not part of
+/// any default reward yet; [`DetailTerms`] can hold one as a field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IqaTerms {
+    #[serde(default)]
+    pub terms: Vec<IqaTermName>,
+    /// The folder of the model files.
+    #[serde(default = "default_iqa_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_iqa_dir() -> PathBuf {
+    PathBuf::from(crate::iqa::DEFAULT_DIR)
+}
+
+impl Default for IqaTerms {
+    fn default() -> Self {
+        Self {
+            terms: Vec::new(),
+            dir: default_iqa_dir(),
+        }
+    }
+}
+
+impl IqaTerms {
+    /// Loads the named terms, in the configured order (each name once).
+    ///
+    /// # Errors
+    /// When a model file is missing or wrong, or a name is repeated.
+    pub fn build(&self) -> anyhow::Result<Vec<Box<dyn RewardTerm>>> {
+        let mut terms: Vec<Box<dyn RewardTerm>> = Vec::new();
+        for (i, name) in self.terms.iter().enumerate() {
+            anyhow::ensure!(
+                !self.terms[..i].contains(name),
+                "IQA reward term {} named twice",
+                name.as_str()
+            );
+            terms.push(name.build(&self.dir)?);
+        }
+        Ok(terms)
+    }
+}
+
 /// The attribute-aware reward: a fidelity term and the no-reference detail terms, combined
 /// per group by [`group_rewards`].
 pub struct Reward {
@@ -252,6 +383,9 @@ pub struct DetailTerms {
     /// An NSS model (`trainer-native fit-nss`): the naturalness term.
     #[serde(default)]
     pub nss: Option<PathBuf>,
+    /// The standard NIQE / BRISQUE terms ([`IqaTerms`]).
+    #[serde(default)]
+    pub iqa: IqaTerms,
 }
 
 fn default_discriminator_channels() -> Vec<usize> {
@@ -264,6 +398,7 @@ impl Default for DetailTerms {
             discriminator: None,
             discriminator_channels: default_discriminator_channels(),
             nss: None,
+            iqa: IqaTerms::default(),
         }
     }
 }
@@ -292,6 +427,7 @@ impl DetailTerms {
             let model = NssModel::from_json(&bytes).with_context(|| path.display().to_string())?;
             terms.push(Box::new(NssNaturalness(model)));
         }
+        terms.extend(self.iqa.build()?);
         Ok(terms)
     }
 }
@@ -503,6 +639,64 @@ mod tests {
             ),
             vec![0.5, 0.5]
         );
+    }
+
+    #[test]
+    fn iqa_terms_are_named_in_configs() {
+        let cfg: IqaTerms = toml::from_str(r#"terms = ["brisque", "niqe"]"#).unwrap();
+        assert_eq!(cfg.terms, vec![IqaTermName::Brisque, IqaTermName::Niqe]);
+        assert_eq!(cfg.dir, PathBuf::from(crate::iqa::DEFAULT_DIR));
+        assert!(toml::from_str::<IqaTerms>(r#"terms = ["musiq"]"#).is_err());
+        assert_eq!("niqe".parse::<IqaTermName>().unwrap(), IqaTermName::Niqe);
+        assert!("NIQE".parse::<IqaTermName>().is_err());
+        assert!(IqaTerms::default().build().unwrap().is_empty());
+        let twice = IqaTerms {
+            terms: vec![IqaTermName::Niqe, IqaTermName::Niqe],
+            dir: PathBuf::from("/nonexistent"),
+        };
+        assert!(twice.build().is_err());
+        // A missing model is an error naming the file, not a silent no-op.
+        let missing = IqaTerms {
+            terms: vec![IqaTermName::Brisque],
+            dir: PathBuf::from("/nonexistent"),
+        };
+        let msg = format!("{:#}", missing.build().err().unwrap());
+        assert!(msg.contains("brisque_model_live.yml"), "{msg}");
+    }
+
+    #[test]
+    fn iqa_terms_score_negated_and_unscorable_is_worst() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/iqa");
+        if !dir.join(crate::iqa::NIQE_PARAMS.name).exists() {
+            eprintln!("skipped: {} absent", dir.display());
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let textured = image(128, 128, |x, y| {
+            (0.3 + 0.3 * ((x as f32 / 9.0).sin() * (y as f32 / 7.0).cos())
+                + 0.1 * rng.random::<f32>())
+            .clamp(0.0, 1.0)
+        });
+        let flat = image(128, 128, |_, _| 0.5);
+        let tiny = image(40, 40, |x, y| ((x * y) % 7) as f32 / 7.0);
+        let terms = IqaTerms {
+            terms: IqaTermName::ALL.to_vec(),
+            dir,
+        }
+        .build()
+        .unwrap();
+        assert_eq!(terms[0].name(), "niqe");
+        assert_eq!(terms[1].name(), "brisque");
+        let samples = [textured.clone(), flat, tiny];
+        for t in &terms {
+            let s = t.score(&samples, &[]);
+            assert!(s[0].is_finite(), "{}: {s:?}", t.name());
+            assert_eq!(s[1], f64::NEG_INFINITY, "{}: flat", t.name());
+            assert_eq!(normalise_group(&s)[1], 0.0);
+        }
+        // NIQE cannot score below 96x96; BRISQUE can.
+        assert_eq!(terms[0].score(&samples[2..], &[])[0], f64::NEG_INFINITY);
+        assert!(terms[1].score(&samples[2..], &[])[0].is_finite());
     }
 
     #[test]

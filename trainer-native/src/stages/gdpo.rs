@@ -30,8 +30,9 @@ use burn::{
     },
 };
 use model::{
-    ColourFix, LoraConfig, LoraTarget, Naosd, NaosdOptions, NoiseSource, StoredPrecision, colour,
-    resample::bicubic_upsample, save_weights, unet::UNet,
+    ColourFix, LoraConfig, LoraTarget, Naosd, NaosdOptions, NoiseSchedule, NoiseSource,
+    StoredPrecision, colour, pipeline::conditioned_eps, resample::bicubic_upsample, save_weights,
+    unet::UNet,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -306,6 +307,14 @@ pub fn unmerged_policy<B: Backend>(reference: &Naosd<B>, policy: &GdpoPolicy<B>)
     model
 }
 
+/// A group of samples and the LR latent each was made from (the denoisers' condition).
+pub struct Groups<B: Backend> {
+    /// `[b * group + g]`: sample g of LR image b.
+    pub samples: Tensor<B, 4>,
+    /// `z_lr` of each sample's LR image, in the same order.
+    pub z_lr: Tensor<B, 4>,
+}
+
 /// Steps 1-2: `group` samples per LR image from the frozen reference, consecutive per image
 /// (`[b * group + g]`), each with noise stream `noise.first_stream + b * group + g`.
 ///
@@ -317,7 +326,7 @@ pub fn sample_groups<B: Backend>(
     group: usize,
     options: &NaosdOptions,
     noise: NoiseSource,
-) -> model::Result<Tensor<B, 4>> {
+) -> model::Result<Groups<B>> {
     let lr_up = bicubic_upsample(lr, options.scale);
     let z_lr = reference.encode(lr_up.clone());
     let repeat = |t: Tensor<B, 4>| {
@@ -326,20 +335,28 @@ pub fn sample_groups<B: Backend>(
             .repeat_dim(1, group)
             .reshape([n * group, c, h, w])
     };
-    let z0 = reference.denoise_latent(repeat(z_lr), noise, options.t_add, options.t_diff)?;
+    let z_lr = repeat(z_lr);
+    let z0 = reference.denoise_latent(z_lr.clone(), noise, options.t_add, options.t_diff)?;
     let samples = reference.decode(z0);
-    Ok(colour::apply(options.colour_fix, samples, repeat(lr_up)).clamp(-1.0, 1.0))
+    Ok(Groups {
+        samples: colour::apply(options.colour_fix, samples, repeat(lr_up)).clamp(-1.0, 1.0),
+        z_lr,
+    })
 }
 
-/// Step 5: per-sample mean squared error of `unet`'s noise prediction, `[n]`.
+/// Step 5: per-sample mean squared error of `unet`'s noise prediction (conditioned on the LR
+/// latent, [`model::pipeline::conditioned_eps`]), `[n]`.
 pub fn denoising_errors<B: Backend>(
     unet: &UNet<B>,
+    schedule: &NoiseSchedule,
     x_t: Tensor<B, 4>,
+    z_lr: Tensor<B, 4>,
     xi: Tensor<B, 4>,
     t_diff: usize,
 ) -> Tensor<B, 1> {
     let [n, _, _, _] = x_t.dims();
-    (xi - unet.forward(x_t, t_diff))
+    let eps_hat = conditioned_eps(unet, schedule, x_t, z_lr, t_diff).expect("t_diff validated");
+    (xi - eps_hat)
         .powi_scalar(2)
         .flatten::<2>(1, 3)
         .mean_dim(1)
@@ -462,9 +479,10 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             first_stream,
             latent_origin: (0, 0),
         };
-        let samples = sample_groups(&reference, lr, group, &cfg.inference_options(), noise)
-            .expect("timesteps validated")
-            .detach();
+        let Groups { samples, z_lr } =
+            sample_groups(&reference, lr, group, &cfg.inference_options(), noise)
+                .expect("timesteps validated");
+        let (samples, z_lr) = (samples.detach(), z_lr.detach());
 
         // 3. Rewards and advantages (host).
         let planars = tensor_to_planars(samples.clone()).expect("3-channel samples");
@@ -491,10 +509,19 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             .expect("t_add validated");
 
         // 5. Per-sample denoising errors.
-        let e_ref = denoising_errors(&reference.unet, x_t.clone(), xi.clone(), cfg.t_diff)
-            .detach()
+        let schedule = reference.schedule();
+        let e_ref = denoising_errors(
+            &reference.unet,
+            schedule,
+            x_t.clone(),
+            z_lr.clone(),
+            xi.clone(),
+            cfg.t_diff,
+        )
+        .detach()
+        .reshape([n_lr, group]);
+        let e_theta = denoising_errors(&policy.unet, schedule, x_t, z_lr, xi, cfg.t_diff)
             .reshape([n_lr, group]);
-        let e_theta = denoising_errors(&policy.unet, x_t, xi, cfg.t_diff).reshape([n_lr, group]);
 
         // 6. The preference loss.
         let flat: Vec<f32> = advantages.iter().flatten().map(|&a| a as f32).collect();

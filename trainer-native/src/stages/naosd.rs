@@ -21,9 +21,11 @@ use burn::{
     module::Module,
     optim::GradientsParams,
     record::{BinFileRecorder, FullPrecisionSettings},
+    tensor::Tensor,
     tensor::{backend::AutodiffBackend, backend::Backend},
 };
 use model::{ModelConfig, Naosd, NaosdOptions, NoiseSource, StoredPrecision, save_weights};
+use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,7 @@ use crate::{
     backend::BackendTask,
     data::{HostBatch, ImageFolder, item_rng},
     degrade::DegradationConfig,
+    eval::downscale_antialiased,
     export::{read_weights, write_atomically},
     image_io::{hstack, planars_to_tensor, tensor_to_planars},
     loss::{
@@ -42,7 +45,7 @@ use crate::{
     },
     metrics::{psnr_y, ssim_y},
     planar::Planar,
-    stages::{degraded_crop, degraded_validation},
+    stages::{degraded_crop, degraded_validation, validation_crops},
     train::{
         Losses, RunLimits, Stage, TrainOptions, clip_global_norm, fit, on_private_pool, seeded,
     },
@@ -84,6 +87,21 @@ pub struct NaosdConfig {
     pub validation: Option<PathBuf>,
     /// HR crop side.
     pub crop: usize,
+    /// Whether E trains (a from-scratch stage-1a encoder) or stays frozen (the pretrained
+    /// TAEF2 encoder of the shipped model: only the UNet trains).
+    #[serde(default = "default_train_encoder")]
+    pub train_encoder: bool,
+    /// Fraction of training samples whose LR is the plain antialiased bicubic /scale (the
+    /// classic SR benchmark input) instead of the Real-ESRGAN degradation.
+    #[serde(default)]
+    pub bicubic_fraction: f64,
+    /// Validation LR: antialiased bicubic instead of the seeded Real-ESRGAN degradation.
+    #[serde(default)]
+    pub validation_bicubic: bool,
+    /// Validation images are centre-cropped to at most this side (whole images when larger
+    /// than them: the autoencoder's midblocks see the whole image at inference).
+    #[serde(default = "default_validation_side")]
+    pub validation_side: usize,
     #[serde(default = "default_t_add")]
     pub t_add: usize,
     #[serde(default = "default_t_diff")]
@@ -97,6 +115,12 @@ pub struct NaosdConfig {
     pub discriminator: DiscriminatorConfig,
 }
 
+fn default_validation_side() -> usize {
+    256
+}
+fn default_train_encoder() -> bool {
+    true
+}
 fn default_t_add() -> usize {
     250
 }
@@ -149,8 +173,22 @@ impl NaosdStage {
             config.t_add < 1000 && config.t_diff < 1000,
             "timesteps must be below 1000"
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&config.bicubic_fraction),
+            "bicubic_fraction must be in [0, 1]"
+        );
+        let side = config.validation_side;
         let validation = match &config.validation {
-            Some(dir) => degraded_validation(dir, m.max(scale * 4), 256, &config.degradation)?,
+            Some(dir) if config.validation_bicubic => {
+                validation_crops(dir, m.max(scale * 4), side, 8)?
+                    .into_iter()
+                    .map(|hr| {
+                        let lr = downscale_antialiased(&hr, scale);
+                        (hr, lr)
+                    })
+                    .collect()
+            }
+            Some(dir) => degraded_validation(dir, m.max(scale * 4), side, &config.degradation)?,
             None => Vec::new(),
         };
         Ok(Self {
@@ -190,11 +228,17 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
             self.config.train.seed,
         );
         let degradation = self.config.degradation.clone();
+        let bicubic_fraction = self.config.bicubic_fraction;
         Box::new(move |step| {
             let pairs: Vec<(Planar, Planar)> = (0..batch)
                 .into_par_iter()
                 .map(|i| {
                     let mut rng = item_rng(seed, step as u64, i as u64);
+                    if bicubic_fraction > 0.0 && rng.random::<f64>() < bicubic_fraction {
+                        let hr = dataset.random_crop(crop, &mut rng);
+                        let lr = downscale_antialiased(&hr, degradation.scale);
+                        return Ok((hr, lr));
+                    }
                     degraded_crop(&dataset, &degradation, crop, &mut rng)
                 })
                 .collect::<anyhow::Result<_>>()?;
@@ -231,24 +275,34 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
             .autoencoder
             .decoder
             .forward(z0.clone().div_scalar(generator.config().latent_scale));
-        let z_hr = model
-            .target_encoder
-            .forward(hr.clone())
-            .mul_scalar(generator.config().latent_scale)
-            .detach();
-
         let pixel = l1(sr.clone(), hr.clone());
         let ssim = multiscale_ssim_loss(sr.clone(), hr.clone());
         let gradient = gradient_loss(sr.clone(), hr.clone());
-        let latent = (z0 - z_hr).powi_scalar(2).mean();
+        // Terms with a zero weight are not computed: on the pretrained TAEF2 every encoder or
+        // discriminator pass costs as much as the decoder's (docs/training.md).
+        let zero = || Tensor::<B, 1>::zeros([1], device);
+        let latent = if w.latent > 0.0 {
+            let z_hr = model
+                .target_encoder
+                .forward(hr.clone())
+                .mul_scalar(generator.config().latent_scale)
+                .detach();
+            (z0 - z_hr).powi_scalar(2).mean()
+        } else {
+            zero()
+        };
         // Adversarial: the discriminator learns on (HR, detached SR); the generator is scored
         // by a gradient-free copy, so its term moves only the generator.
-        let d_loss = hinge_discriminator_loss(
-            model.discriminator.forward(hr),
-            model.discriminator.forward(sr.clone().detach()),
-        );
-        let frozen = model.discriminator.clone().no_grad();
-        let g_adv = generator_adversarial_loss(frozen.forward(sr));
+        let (d_loss, g_adv) = if w.adversarial > 0.0 {
+            let d_loss = hinge_discriminator_loss(
+                model.discriminator.forward(hr),
+                model.discriminator.forward(sr.clone().detach()),
+            );
+            let frozen = model.discriminator.clone().no_grad();
+            (d_loss, generator_adversarial_loss(frozen.forward(sr)))
+        } else {
+            (zero(), zero())
+        };
         let adv_weight = if batch.step >= w.adversarial_start {
             w.adversarial
         } else {
@@ -335,6 +389,9 @@ pub fn run<B: Backend>(
     let device = devices.first().context("no device")?;
     let mut generator = read_weights::<Ad<B>>(&config.init, device)?;
     generator.autoencoder.decoder = generator.autoencoder.decoder.no_grad();
+    if !config.train_encoder {
+        generator.autoencoder.encoder = generator.autoencoder.encoder.no_grad();
+    }
     let discriminator = seeded::<Ad<B>, _>(device, config.train.seed, || {
         config.discriminator.init::<Ad<B>>(device)
     });
