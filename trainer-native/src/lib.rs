@@ -18,6 +18,7 @@ pub mod planar;
 pub mod pretrained;
 pub mod reward;
 pub mod stages;
+pub mod third_party;
 pub mod train;
 pub mod upscale;
 

@@ -23,7 +23,8 @@ use burn::{
 };
 use burn_store::{TensorSnapshot, pytorch::PytorchReader};
 use model::{ModelConfig, Naosd};
-use sha2::{Digest, Sha256};
+
+use crate::third_party::ThirdPartyFile;
 
 /// Where the project looks for the files, relative to the repository root.
 pub const DEFAULT_DIR: &str = "../shared/weights/taef2";
@@ -39,53 +40,30 @@ pub fn taef2_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
 }
 
-/// One pretrained file and the hash it must have.
-#[derive(Debug, Clone, Copy)]
-pub struct PretrainedFile {
-    pub name: &'static str,
-    pub sha256: &'static str,
-}
+const TAEF2_ORIGIN: &str = "madebyollin/taesd, MIT; set GDPO_SR_TAEF2_DIR to its folder; \
+     see README.md, \"Pretrained weights\"";
 
-pub const TAEF2_ENCODER: PretrainedFile = PretrainedFile {
+pub const TAEF2_ENCODER: ThirdPartyFile = ThirdPartyFile {
     name: "taef2_encoder.pth",
     sha256: "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
+    what: "the pretrained TAEF2 encoder",
+    described_in: TAEF2_ORIGIN,
 };
-pub const TAEF2_DECODER: PretrainedFile = PretrainedFile {
+pub const TAEF2_DECODER: ThirdPartyFile = ThirdPartyFile {
     name: "taef2_decoder.pth",
     sha256: "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
+    what: "the pretrained TAEF2 decoder",
+    described_in: TAEF2_ORIGIN,
 };
 
-/// Hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The path of `file` in `dir`, after checking that it exists and has the expected hash.
+/// The path of `file` in `dir`, after checking that it exists and has the expected hash
+/// (burn's PyTorch reader opens archives by path).
 ///
 /// # Errors
-/// A message naming the path, where the file comes from, and the expected hash.
-pub fn verified_path(dir: &Path, file: &PretrainedFile) -> anyhow::Result<PathBuf> {
-    let path = dir.join(file.name);
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "cannot read the pretrained TAEF2 file {} (madebyollin/taesd, MIT; expected \
-             sha256 {}; set {DIR_VARIABLE} to its folder): see README.md, \"Pretrained weights\"",
-            path.display(),
-            file.sha256
-        )
-    })?;
-    let found = sha256_hex(&bytes);
-    if found != file.sha256 {
-        bail!(
-            "{} has sha256 {found}, expected {} (a different or damaged file)",
-            path.display(),
-            file.sha256
-        );
-    }
-    Ok(path)
+/// As [`ThirdPartyFile::read`].
+pub fn verified_path(dir: &Path, file: &ThirdPartyFile) -> anyhow::Result<PathBuf> {
+    file.read(dir)?;
+    Ok(file.path(dir))
 }
 
 /// The archive key of a TAEF2 parameter, from its path inside the encoder or decoder

@@ -259,7 +259,7 @@ impl Brisque {
         let dir = dir.as_ref();
         let model = BRISQUE_MODEL.read(dir)?;
         let range = BRISQUE_RANGE.read(dir)?;
-        let text = |b: Vec<u8>, f: &super::ModelFile| {
+        let text = |b: Vec<u8>, f: &crate::third_party::ThirdPartyFile| {
             String::from_utf8(b).with_context(|| format!("{} is not UTF-8", f.path(dir).display()))
         };
         Self::from_yaml(&text(model, &BRISQUE_MODEL)?, &text(range, &BRISQUE_RANGE)?)

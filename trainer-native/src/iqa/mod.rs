@@ -25,73 +25,34 @@ pub use brisque::{BRISQUE_FEATURES, Brisque};
 pub use full_reference::{gmsd, haarpsi, ms_ssim};
 pub use niqe::{NIQE_BLOCK, NIQE_FEATURES, Niqe};
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, ensure};
-use sha2::{Digest, Sha256};
-
-use crate::planar::Planar;
+use crate::{planar::Planar, third_party::ThirdPartyFile};
 
 /// Where the models live, relative to the repository root (`../shared/iqa/README.md`).
 pub const DEFAULT_DIR: &str = "../shared/iqa";
 
-/// One model file of `../shared/iqa` and its SHA-256 (from that folder's README).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelFile {
-    pub name: &'static str,
-    pub sha256: &'static str,
-}
+const IQA_README: &str = "the standard model files are described in ../shared/iqa/README.md";
 
 /// NIQE's pristine model (BasicSR's `niqe_pris_params.npz`).
-pub const NIQE_PARAMS: ModelFile = ModelFile {
+pub const NIQE_PARAMS: ThirdPartyFile = ThirdPartyFile {
     name: "niqe_pris_params.npz",
+    what: "the image-quality model",
+    described_in: IQA_README,
     sha256: "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296",
 };
 /// BRISQUE's LIVE-trained SVR (OpenCV contrib's `brisque_model_live.yml`).
-pub const BRISQUE_MODEL: ModelFile = ModelFile {
+pub const BRISQUE_MODEL: ThirdPartyFile = ThirdPartyFile {
     name: "brisque_model_live.yml",
+    what: "the image-quality model",
+    described_in: IQA_README,
     sha256: "4c44c7eec9e5139830c0bb0e4a044c9cd351ba5bbc9e3798beca3243e2782ff4",
 };
 /// BRISQUE's feature ranges (OpenCV contrib's `brisque_range_live.yml`).
-pub const BRISQUE_RANGE: ModelFile = ModelFile {
+pub const BRISQUE_RANGE: ThirdPartyFile = ThirdPartyFile {
     name: "brisque_range_live.yml",
+    what: "the image-quality model",
+    described_in: IQA_README,
     sha256: "a18427f4f7ad087524bd0d63389649a3899b51ca6d44a4d5f8d8171f1f914a9c",
 };
-
-impl ModelFile {
-    /// The file's bytes, after checking its SHA-256.
-    ///
-    /// # Errors
-    /// When the file is missing or unreadable (the message names the path and the expected
-    /// hash) or its content is not the expected one.
-    pub fn read(&self, dir: &Path) -> anyhow::Result<Vec<u8>> {
-        let path = dir.join(self.name);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read the image-quality model {} (expected sha256 {}; the standard \
-                 model files are described in ../shared/iqa/README.md)",
-                path.display(),
-                self.sha256
-            )
-        })?;
-        let digest: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        ensure!(
-            digest == self.sha256,
-            "{} has sha256 {digest}, expected {} (not the standard model)",
-            path.display(),
-            self.sha256
-        );
-        Ok(bytes)
-    }
-
-    /// `dir/name`.
-    pub fn path(&self, dir: &Path) -> PathBuf {
-        dir.join(self.name)
-    }
-}
 
 /// An RGB channel in [0, 1] as the 8-bit value a PNG of it holds (clamped, rounded, as
 /// [`Planar::to_rgb8`]). Both no-reference models were defined on 8-bit images: scoring
@@ -173,7 +134,7 @@ mod tests {
     #[test]
     fn missing_model_names_the_path_and_hash() {
         let err = NIQE_PARAMS
-            .read(Path::new("/nonexistent-iqa-dir"))
+            .read(std::path::Path::new("/nonexistent-iqa-dir"))
             .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
