@@ -59,7 +59,8 @@ pub fn psnr_y(a: &Planar, b: &Planar, border: usize) -> f64 {
     10.0 * (255.0f64.powi(2) / mse).log10()
 }
 
-fn gaussian_window() -> [f64; 11] {
+/// The 11-tap Gaussian window (sigma 1.5) of SSIM, normalised (also MS-SSIM's, `iqa`).
+pub(crate) fn gaussian_window() -> [f64; 11] {
     let mut w =
         core::array::from_fn(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5f64.powi(2))).exp());
     let s: f64 = w.iter().sum();
@@ -68,7 +69,12 @@ fn gaussian_window() -> [f64; 11] {
 }
 
 /// Separable "valid" filtering of a `w x h` plane with the 11-tap window.
-fn filter_valid(x: &[f64], w: usize, h: usize, k: &[f64; 11]) -> (Vec<f64>, usize, usize) {
+pub(crate) fn filter_valid(
+    x: &[f64],
+    w: usize,
+    h: usize,
+    k: &[f64; 11],
+) -> (Vec<f64>, usize, usize) {
     let (ow, oh) = (w - 10, h - 10);
     let mut rows = vec![0.0; ow * h];
     for y in 0..h {

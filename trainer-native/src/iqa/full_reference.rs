@@ -20,7 +20,10 @@
 
 use anyhow::ensure;
 
-use crate::{metrics::luma_bt601, planar::Planar};
+use crate::{
+    metrics::{filter_valid, gaussian_window, luma_bt601},
+    planar::Planar,
+};
 
 /// A plane of f64 with its size.
 struct Plane {
@@ -120,41 +123,15 @@ fn mean2_decimate(p: &Plane, symmetric: bool) -> Plane {
     Plane { data, w: ow, h: oh }
 }
 
-fn ssim_window() -> [f64; 11] {
-    let mut k: [f64; 11] =
-        core::array::from_fn(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5f64.powi(2))).exp());
-    let s: f64 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= s);
-    k
-}
-
-/// Separable 'valid' Gaussian filtering.
-fn filter_valid(x: &[f64], w: usize, h: usize, k: &[f64; 11]) -> Vec<f64> {
-    let (ow, oh) = (w - 10, h - 10);
-    let mut rows = vec![0.0; ow * h];
-    for y in 0..h {
-        for x0 in 0..ow {
-            rows[y * ow + x0] = (0..11).map(|i| k[i] * x[y * w + x0 + i]).sum();
-        }
-    }
-    let mut out = vec![0.0; ow * oh];
-    for y in 0..oh {
-        for x0 in 0..ow {
-            out[y * ow + x0] = (0..11).map(|i| k[i] * rows[(y + i) * ow + x0]).sum();
-        }
-    }
-    out
-}
-
 /// Mean SSIM and mean contrast-structure term of one scale.
 fn ssim_and_cs(a: &Plane, b: &Plane) -> (f64, f64) {
-    let k = ssim_window();
+    let k = gaussian_window();
     let (w, h) = (a.w, a.h);
-    let mu_a = filter_valid(&a.data, w, h, &k);
-    let mu_b = filter_valid(&b.data, w, h, &k);
-    let aa = filter_valid(&a.map2(a, |u, v| u * v), w, h, &k);
-    let bb = filter_valid(&b.map2(b, |u, v| u * v), w, h, &k);
-    let ab = filter_valid(&a.map2(b, |u, v| u * v), w, h, &k);
+    let mu_a = filter_valid(&a.data, w, h, &k).0;
+    let mu_b = filter_valid(&b.data, w, h, &k).0;
+    let aa = filter_valid(&a.map2(a, |u, v| u * v), w, h, &k).0;
+    let bb = filter_valid(&b.map2(b, |u, v| u * v), w, h, &k).0;
+    let ab = filter_valid(&a.map2(b, |u, v| u * v), w, h, &k).0;
     let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
     let n = mu_a.len() as f64;
     let (mut ssim, mut cs) = (0.0, 0.0);
