@@ -7,7 +7,8 @@
 #   ./scripts/bench.sh                        # everything
 #   BENCH_SKIP=torch,browser ./scripts/bench.sh
 #
-# Parts (names for BENCH_SKIP): native (inference MP/s and peak memory, per backend and size),
+# Parts (names for BENCH_SKIP): setup (the tools of the wgpu and browser parts), native (inference MP/s and peak memory, per backend and size:
+# cpu is burn-flex, tch LibTorch through burn-tch),
 # flops (counted FLOPs, measured peak), criterion (micro-benchmarks), torch (PyTorch
 # reference: parity, inference, training steps), browser (our page vs UpscalerJS in headless
 # Chromium, and vs native), wgpu, cuda (backends; cuda runs only where nvidia-smi works),
@@ -16,7 +17,8 @@
 # Knobs: BENCH_SIZES (output MP, default "0.25 1 4"), BENCH_RUNS (timed runs per size,
 # default 3), BENCH_WGPU_SIZES (default: BENCH_SIZES), BENCH_WGPU_RUNS (default 1),
 # BENCH_STEPS_ARGS (training-step sizes given to both the PyTorch and the burn side, e.g.
-# "--batch 2 --crop 256"; default: their shared defaults). A skipped part keeps its JSON from
+# "--batch 2 --crop 256 --inputs 256x256"; default: their shared defaults), BENCH_BIN (time this
+# trainer-native binary instead of building release). A skipped part keeps its JSON from
 # an earlier run (the report gives that file's date); a part that runs replaces it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -77,15 +79,27 @@ part() {
 
 # Installs: the project's tools (lavapipe for wgpu, Chromium, wasm-bindgen, trunk, node
 # packages), then the release build every part times.
-step setup ./scripts/setup.sh || log "setup failed; continuing with what is installed"
-if ! step build cargo build --release -p trainer-native; then
+if part setup; then
+    step setup ./scripts/setup.sh || log "setup failed; continuing with what is installed"
+fi
+# The PyTorch venv: the reference of part torch, and the LibTorch that the `tch` feature
+# (burn-tch, the trainer's default CPU backend) links; without it the build has no tch.
+features=()
+if step torch-venv ./tests/pytorch/setup-venv.sh; then
+    features=(--features tch)
+fi
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$BENCH_BIN # an existing build (e.g. the dev profile's, whose dependencies are at opt-level 3)
+    ldd "$BIN" | grep -q libtorch_cpu || features=()
+elif ! step build cargo build --release -p trainer-native "${features[@]}"; then
     log "the release build failed: only the report is written"
     SKIP=",native,flops,criterion,torch,browser,"
 fi
 
-# Backends: CPU always; wgpu (Vulkan: a GPU, or Mesa lavapipe on the CPU); CUDA only where
-# the driver answers.
+# Backends: the CPU (burn-flex, and LibTorch through burn-tch when built); wgpu (Vulkan: a
+# GPU, or Mesa lavapipe on the CPU); CUDA only where the driver answers.
 backends=(cpu)
+if [ ${#features[@]} -gt 0 ]; then backends+=(tch); fi
 if part wgpu; then backends+=(wgpu); fi
 if skipped cuda; then
     status cuda "skipped (BENCH_SKIP=${BENCH_SKIP})"
@@ -132,9 +146,9 @@ if part torch; then
     rm -f "$OUT/torch.json" "$OUT"/steps-*.json
     # shellcheck disable=SC2206
     steps_args=($STEPS_ARGS)
-    if step torch-venv ./tests/pytorch/setup-venv.sh; then
+    if [ -x "$PY" ]; then
         cases=()
-        for preset in tiny base; do
+        for preset in tiny taef2; do
             if step "parity-dump-$preset" "$BIN" bench parity-dump --preset "$preset" \
                 --out "$OUT/parity-$preset"; then
                 cases+=(--case "$OUT/parity-$preset")
@@ -143,8 +157,11 @@ if part torch; then
         step torch-bench "$PY" tests/pytorch/bench_torch.py --json "$OUT/torch.json" \
             "${cases[@]}" "${steps_args[@]}"
     fi
-    step steps-cpu "$BIN" bench steps --preset taef2 --backend cpu "${steps_args[@]}" \
-        --json "$OUT/steps-cpu.json"
+    for b in cpu tch; do
+        [[ " ${backends[*]} " == *" $b "* ]] || continue
+        step "steps-$b" "$BIN" bench steps --preset taef2 --backend "$b" "${steps_args[@]}" \
+            --json "$OUT/steps-$b.json"
+    done
     status torch "ran"
 fi
 

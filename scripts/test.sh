@@ -46,9 +46,10 @@ trap stop_background EXIT
 
 background setup-tools ./scripts/setup.sh tools
 background build-wasm ./scripts/build-wasm.sh
-# The PyTorch reference venv (~4 GB from PyPI, mostly download time): the TAEF2 parity test
-# (tests/tests/contracts/taef2.rs) checks the burn autoencoder against it.
-background setup-torch ./tests/pytorch/setup-venv.sh
+# The PyTorch venv (~4 GB from PyPI, mostly download time, while the two jobs above compile):
+# the native build's `tch` feature links its LibTorch (burn-tch), and the TAEF2 parity test
+# (tests/tests/contracts/taef2.rs) checks the burn autoencoder against its PyTorch.
+./tests/pytorch/setup-venv.sh
 
 export CARGO_TERM_COLOR=never
 # Native: every crate, every test. One `cargo build` of the binaries *and* the test targets:
@@ -56,11 +57,16 @@ export CARGO_TERM_COLOR=never
 # resolution, and they turn on features of shared crates (either's `use_std`, which rayon
 # depends on). Building the binaries alone first would resolve other features and compile
 # burn, cubecl and burn-flex a second time for `cargo test` (measured: 25 min on 2 cores).
-cargo build --workspace --bins --tests
-# The background jobs end before the native build in practice (docs/architecture.md); the
-# tests need the PyTorch venv.
+# With the LibTorch backend (the trainer's default CPU backend when built) and its tests.
+features=(--features trainer-native/tch,integration-tests/tch)
+cargo build --workspace --bins --tests "${features[@]}"
+# The background jobs end before the native build in practice (docs/architecture.md).
 await_background
-cargo test --workspace
+# The crates' own test executables (model's, trainer-native's) link LibTorch too, through
+# the unified burn features, but only trainer-native's and the tests crate's carry its rpath
+# (trainer-native/build.rs): the loader finds it for the others here.
+LD_LIBRARY_PATH="$PWD/.venv-bench/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    cargo test --workspace "${features[@]}"
 
 ./scripts/compose-weights.sh --or-tiny
 ./scripts/build-web.sh

@@ -98,7 +98,8 @@ def inference_parts(model, size, scale, warmup, repeats):
             "bicubic": lambda: ref.bicubic_upsample(lr, scale),
             "encoder": lambda: model.encode(lr_up),
             "noise": lambda: ref.noise_tensor(0, 0, tuple(z.shape)),
-            "unet": lambda: model.unet(z, ref.T_DIFF),
+            # The eps prediction conditioned on z (eps_lr + UNet([z, z], t)), as `bench steps`.
+            "unet": lambda: ref.conditioned_eps(model.unet, z, z, ref.T_DIFF),
             "decoder": lambda: model.decode(z),
         }
         return {k: median_time(fn, warmup, repeats) for k, fn in parts.items()}
@@ -114,7 +115,7 @@ def flops_per_output_mp(preset, side=512, scale=4):
         lr_up = ref.bicubic_upsample(lr, scale)
         z = model.encode(lr_up)
         parts = {"encoder": lambda: model.encode(lr_up),
-                 "unet": lambda: model.unet(z, ref.T_DIFF),
+                 "unet": lambda: ref.conditioned_eps(model.unet, z, z, ref.T_DIFF),
                  "decoder": lambda: model.decode(z)}
         counted = {}
         for name, fn in parts.items():
@@ -128,18 +129,35 @@ def flops_per_output_mp(preset, side=512, scale=4):
 
 # ---------------------------------------------------------------- training steps
 
+# What `trainer-native bench steps` runs as its NAOSD step (trainer-native/src/bench/steps.rs),
+# for every preset taef2 included: the generator's decoder and the target encoder are frozen
+# (`no_grad`), the generator's encoder is NOT (steps.rs does not freeze it; its
+# `train_encoder: true` is the config default, which only `naosd::run` reads), so encoder and
+# UNet train; the loss weights are `NaosdLoss::default()` (L1 1, MS-SSIM 0.2, Sobel 0.5,
+# latent MSE 0.5, adversarial 0.02 from step 0), so every term is computed: the target
+# encoder's pass on HR and the discriminator's three passes included. This is not the shipped
+# configs/naosd-taef2.toml (frozen encoder, latent = adversarial = 0, whose terms are then
+# skipped); change both sides together to time that instead.
+NAOSD_BENCH = {"train_encoder": True, "loss": ref.NAOSD_LOSS}
+
+
 class NaosdStep:
     """One optimizer step of stage 1b, as `fit` runs it: losses, backward, global-norm clip
-    (generator and discriminator separately), AdamW."""
+    (generator and discriminator separately), AdamW. `train_encoder` and `loss`: NAOSD_BENCH."""
 
-    def __init__(self, preset, batch, crop, scale, disc_channels, seed):
+    def __init__(self, preset, batch, crop, scale, disc_channels, seed,
+                 train_encoder=NAOSD_BENCH["train_encoder"], loss=NAOSD_BENCH["loss"]):
         torch.manual_seed(seed)
         self.generator = ref.randomise_all(ref.Naosd(ref.PRESETS[preset]))
         self.target_encoder = ref.Encoder(ref.PRESETS[preset])
         self.target_encoder.load_state_dict(self.generator.autoencoder.encoder.state_dict())
-        for p in list(self.target_encoder.parameters()) + list(
-                self.generator.autoencoder.decoder.parameters()):
+        frozen = list(self.target_encoder.parameters()) + list(
+            self.generator.autoencoder.decoder.parameters())
+        if not train_encoder:
+            frozen += list(self.generator.autoencoder.encoder.parameters())
+        for p in frozen:
             p.requires_grad_(False)
+        self.loss = loss
         self.discriminator = ref.Discriminator(disc_channels)
         self.gen_params = [p for p in self.generator.parameters() if p.requires_grad]
         self.disc_params = list(self.discriminator.parameters())
@@ -154,7 +172,7 @@ class NaosdStep:
         return ref.naosd_losses(self.generator, self.discriminator, self.target_encoder,
                                 self.lr, self.hr, noise_seed=0x6E616F736400,
                                 first_stream=self.step_index * self.lr.shape[0],
-                                scale=self.scale)
+                                scale=self.scale, weights=self.loss)
 
     def optimise(self):
         ref.clip_global_norm(self.gen_params, 1.0)
@@ -224,7 +242,6 @@ def gdpo_forward_parts(step, warmup, repeats):
     """The GDPO forward's pieces on their own: group sampling by the reference, reward,
     re-encoding with the shared noise, both denoising errors (policy with autograd)."""
     reference, policy, group = step.reference, step.policy, step.group
-    n = step.lr.shape[0] * group
     with torch.no_grad():
         lr_up = ref.bicubic_upsample(step.lr, step.scale)
         z_lr = reference.encode(lr_up).repeat_interleave(group, dim=0)
@@ -254,8 +271,8 @@ def gdpo_forward_parts(step, warmup, repeats):
 
     def errors():
         with torch.no_grad():
-            e_ref = ((xi - reference.unet(x_t, ref.T_DIFF)) ** 2).reshape(n, -1).mean(1)
-        e_theta = ((xi - policy(x_t, ref.T_DIFF)) ** 2).reshape(n, -1).mean(1)
+            e_ref = ref.denoising_errors(reference.unet, x_t, z_lr, xi)
+        e_theta = ref.denoising_errors(policy, x_t, z_lr, xi)
         return e_ref, e_theta
 
     parts = {"sample": sample, "reward": reward, "reencode": reencode, "errors": errors}
@@ -265,8 +282,8 @@ def gdpo_forward_parts(step, warmup, repeats):
 # ---------------------------------------------------------------- op micro-benchmarks
 
 def op_benchmarks(warmup, repeats):
-    """Single ops at shapes of the base preset at 1 MP output (batch 1), forward and
-    forward+backward: the same list as `trainer-native bench steps` measures on burn."""
+    """Single ops at fixed shapes (batch 1), forward and forward+backward: the same list and
+    shapes as `trainer-native bench steps` measures on burn."""
     torch.manual_seed(0)
     out = {}
 
@@ -325,7 +342,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", required=True, help="output file")
     p.add_argument("--case", action="append", default=[], help="parity case folder(s)")
-    p.add_argument("--preset", default="base")
+    p.add_argument("--preset", default="taef2", choices=sorted(ref.PRESETS))
     p.add_argument("--weights", help="weight file (default: random weights of --preset)")
     p.add_argument("--inputs", default="128x128,256x256,512x512",
                    help="LR sizes HxW for inference (x4: 0.26, 1.05, 4.19 output MP)")
@@ -338,7 +355,7 @@ def main():
     p.add_argument("--gdpo-crop", type=int, default=128, help="GDPO step: HR crop side")
     p.add_argument("--group", type=int, default=6, help="GDPO group size G")
     p.add_argument("--disc-channels", default="64,128,256",
-                   help="NAOSD discriminator widths (configs/naosd-base.toml)")
+                   help="NAOSD discriminator widths (bench steps' default)")
     p.add_argument("--breakdown-input", default="256x256", help="LR size of the part timings")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--skip", default="", help="comma list of: inference,steps,breakdown,flops,ops")

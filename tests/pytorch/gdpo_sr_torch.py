@@ -3,9 +3,12 @@ model/src (and of the loss terms of trainer-native) for the parity check and the
 comparison of the benchmarks (docs/benchmarks.md).
 
 It reads the project's weight files (safetensors, metadata key `gdpo_sr` with the config JSON,
-tensors named by module path, f16 or f32). Parameter names and shapes are the file's: linear
-weights stay `[in, out]` as burn stores them (`y = x W + b`), convolutions `[out, in, kh, kw]`,
-group norms `gamma`/`beta`, LoRA pairs `lora.lora_down`/`lora.lora_up`.
+tensors named by module path, f16 or f32). The UNet's parameter names and shapes are the
+file's: linear weights stay `[in, out]` as burn stores them (`y = x W + b`), convolutions
+`[out, in, kh, kw]`, group norms `gamma`/`beta`, LoRA pairs `lora.lora_down`/`lora.lora_up`.
+The autoencoder is the TAESD-family network of taef2_ref.py (the parity test's own PyTorch
+TAEF2, `nn.Sequential` indices); `Naosd.project_parameters` gives its parameters the file's
+names.
 
 The injected noise is the project's counter-based field; its hashing comes from the
 independent pure-Python reference model/tests/reference/noise_golden.py, applied here to numpy
@@ -23,37 +26,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "model", "tests", "reference"))
+sys.path.insert(0, HERE)
 import noise_golden  # noqa: E402
+import taef2_ref  # noqa: E402
 
 # model/src/preset.rs, as data (the weight file's own config is used when there is one).
 PRESETS = {
     "tiny": {
         "name": "tiny", "image_channels": 3, "latent_channels": 4, "latent_scale": 1.0,
-        "autoencoder": {"pixel_unshuffle": 2, "encoder_channels": [8, 16],
-                        "decoder_channels": [8, 16], "encoder_blocks": 1,
-                        "decoder_blocks": 1, "norm_groups": 4},
+        "autoencoder": {"channels": 8, "global_groups": 4},
         "unet": {"channels": [16, 32], "blocks_per_level": 1, "attention_heads": 2,
                  "norm_groups": 4},
     },
-    "base": {
-        "name": "base", "image_channels": 3, "latent_channels": 16, "latent_scale": 1.0,
-        "autoencoder": {"pixel_unshuffle": 4, "encoder_channels": [64, 128],
-                        "decoder_channels": [64, 128], "encoder_blocks": 1,
-                        "decoder_blocks": 2, "norm_groups": 16},
-        "unet": {"channels": [128, 192, 256], "blocks_per_level": 1, "attention_heads": 4,
+    # The shipped model: TAEF2's sizes (fixed by the pretrained file) and a three-level UNet.
+    "taef2": {
+        "name": "taef2", "image_channels": 3, "latent_channels": 32, "latent_scale": 1.19,
+        "autoencoder": {"channels": 64, "global_groups": 4},
+        "unet": {"channels": [64, 128, 128], "blocks_per_level": 1, "attention_heads": 4,
                  "norm_groups": 16},
     },
 }
 
 T_ADD, T_DIFF = 250, 100
+# Every TAESD-family autoencoder downsamples by 8 (three stride-2 stages).
+DOWNSAMPLE = 8
 
 
 def size_multiple(config):
-    ae = config["autoencoder"]
-    f = ae["pixel_unshuffle"] << (len(ae["encoder_channels"]) - 1)
-    return f << (len(config["unet"]["channels"]) - 1)
+    return DOWNSAMPLE << (len(config["unet"]["channels"]) - 1)
 
 
 # ---------------------------------------------------------------- schedule (schedule.rs)
@@ -84,6 +87,14 @@ def add_noise(z, eps, t):
 def x0_from_eps(z_t, eps_hat, t):
     signal, noise = coefficients(t)
     return (z_t - eps_hat * noise) / signal
+
+
+def conditioned_eps(unet, z_noisy, z_lr, t):
+    """pipeline.rs `conditioned_eps`: `eps_lr + UNet([z_noisy, z_lr], t)`, where eps_lr is the
+    eps for which the x0 formula returns z_lr exactly (a zero correction gives D(E(LRup)))."""
+    signal, noise = coefficients(t)
+    eps_lr = (z_noisy - z_lr * signal) / noise
+    return eps_lr + unet(torch.cat([z_noisy, z_lr], dim=1), t)
 
 
 # ---------------------------------------------------------------- noise (noise.rs)
@@ -184,18 +195,6 @@ class GroupNorm(nn.Module):
         return F.group_norm(x, self.groups, self.gamma, self.beta, eps=1e-5)
 
 
-def pixel_unshuffle(x, r):
-    n, c, h, w = x.shape
-    return (x.reshape(n, c, h // r, r, w // r, r).permute(0, 1, 3, 5, 2, 4)
-            .reshape(n, c * r * r, h // r, w // r))
-
-
-def pixel_shuffle(x, r):
-    n, crr, h, w = x.shape
-    c = crr // (r * r)
-    return x.reshape(n, c, r, r, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c, h * r, w * r)
-
-
 class ResBlock(nn.Module):
     def __init__(self, cin, cout, time_dim, groups):
         super().__init__()
@@ -248,6 +247,86 @@ def timestep_embedding(timesteps, dim):
 
 # ---------------------------------------------------------------- autoencoder/mod.rs
 
+# The project's module path of each entry of taef2_ref's Sequentials (None: no parameters),
+# in the order of autoencoder/mod.rs: the encoder's conv, block, three [stride-2 conv, three
+# blocks] (the last three are the midblocks), conv; the decoder's clamp, conv, ReLU, three
+# midblocks, three [upsample, conv, blocks (3, 3, 1)], conv.
+ENCODER_PATHS = ["conv_in", "block_in"] + [
+    p for s in range(3)
+    for p in [f"stages.{s}.downsample"] + [f"stages.{s}.blocks.{b}" for b in range(3)]
+] + ["conv_out"]
+DECODER_PATHS = [None, "conv_in", None] + [f"mid_blocks.{b}" for b in range(3)] + [
+    p for s, blocks in enumerate((3, 3, 1))
+    for p in [None, f"stages.{s}.conv"] + [f"stages.{s}.blocks.{b}" for b in range(blocks)]
+] + ["conv_out"]
+# Inside a taef2_ref.Block: the three convolutions and the midblocks' global branch.
+BLOCK_NAMES = {"conv.0": "conv_1", "conv.2": "conv_2", "conv.4": "conv_3",
+               "pool.0": "global.expand", "pool.3": "global.project"}
+NORM_NAMES = {"pool.1.weight": "global.norm.gamma", "pool.1.bias": "global.norm.beta"}
+
+
+def project_names(sequential, paths):
+    """`{project name: parameter}` of a taef2_ref Sequential (`3.conv.0.weight` ->
+    `stages.0.blocks.0.conv_1.weight`, `11.pool.1.weight` -> `...global.norm.gamma`)."""
+    assert len(paths) == len(sequential), "taef2_ref's layout is autoencoder/mod.rs's"
+    out = {}
+    for index, (module, path) in enumerate(zip(sequential, paths)):
+        for name, param in module.named_parameters():
+            head, _, leaf = name.rpartition(".")
+            if name in NORM_NAMES:
+                inner = NORM_NAMES[name]
+            elif head in BLOCK_NAMES:
+                inner = f"{BLOCK_NAMES[head]}.{leaf}"
+            else:
+                inner = name  # a plain convolution's `weight` / `bias`
+            assert path is not None, f"parameters in layer {index} of a parameter-free entry"
+            out[f"{path}.{inner}"] = param
+    return out
+
+
+class Encoder(nn.Module):
+    """E: image in [-1, 1] (the project's convention) -> unscaled latent at 1/8; TAESD works in
+    [0, 1], so the mapping is here, as in autoencoder/mod.rs."""
+
+    def __init__(self, config):
+        super().__init__()
+        ae = config["autoencoder"]
+        self.net = taef2_ref.encoder(ae["channels"], config["latent_channels"],
+                                     ae["global_groups"])
+
+    def forward(self, image):
+        return self.net((image + 1.0) * 0.5)
+
+    def project_parameters(self):
+        return project_names(self.net, ENCODER_PATHS)
+
+
+class Decoder(nn.Module):
+    """D: unscaled latent -> image in about [-1, 1], not clamped (soft tanh clamp of the latent
+    first: taef2_ref's `Clamp`)."""
+
+    def __init__(self, config):
+        super().__init__()
+        ae = config["autoencoder"]
+        self.net = taef2_ref.decoder(ae["channels"], config["latent_channels"],
+                                     ae["global_groups"])
+
+    def forward(self, latent):
+        return self.net(latent) * 2.0 - 1.0
+
+    def project_parameters(self):
+        return project_names(self.net, DECODER_PATHS)
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+
+# ---------------------------------------------------------------- unet/mod.rs
+
 class Level(nn.Module):
     def __init__(self, resnets, resample, name):
         super().__init__()
@@ -260,82 +339,6 @@ class Level(nn.Module):
         return getattr(self, self.resample_name)
 
 
-class Encoder(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        ae = config["autoencoder"]
-        u, g, ch = ae["pixel_unshuffle"], ae["norm_groups"], ae["encoder_channels"]
-        self.conv_in = Conv(config["image_channels"] * u * u, ch[0], 3)
-        current, levels = ch[0], []
-        for level, c in enumerate(ch):
-            resnets = []
-            for _ in range(ae["encoder_blocks"]):
-                resnets.append(ResBlock(current, c, None, g))
-                current = c
-            down = Conv(c, c, 3, stride=2) if level + 1 < len(ch) else None
-            levels.append(Level(resnets, down, "downsample"))
-        self.down_blocks = nn.ModuleList(levels)
-        self.mid_block = ResBlock(current, current, None, g)
-        self.conv_norm_out = GroupNorm(g, current)
-        self.conv_out = Conv(current, config["latent_channels"], 3)
-        self.unshuffle = u
-
-    def forward(self, image):
-        h = self.conv_in(pixel_unshuffle(image, self.unshuffle))
-        for level in self.down_blocks:
-            for block in level.resnets:
-                h = block(h)
-            if level.resample is not None:
-                h = level.resample(h)
-        h = self.mid_block(h)
-        return self.conv_out(F.silu(self.conv_norm_out(h)))
-
-
-class Decoder(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        ae = config["autoencoder"]
-        u, g, ch = ae["pixel_unshuffle"], ae["norm_groups"], ae["decoder_channels"]
-        deepest = ch[-1]
-        self.conv_in = Conv(config["latent_channels"], deepest, 3)
-        self.mid_block = ResBlock(deepest, deepest, None, g)
-        current, levels = deepest, []
-        for level in reversed(range(len(ch))):
-            c = ch[level]
-            resnets = []
-            for _ in range(ae["decoder_blocks"]):
-                resnets.append(ResBlock(current, c, None, g))
-                current = c
-            up = None
-            if level > 0:
-                up = Conv(c, 4 * ch[level - 1], 3)
-                current = ch[level - 1]
-            levels.append(Level(resnets, up, "upsample"))
-        self.up_blocks = nn.ModuleList(levels)
-        self.conv_norm_out = GroupNorm(g, ch[0])
-        self.conv_out = Conv(ch[0], config["image_channels"] * u * u, 3)
-        self.unshuffle = u
-
-    def forward(self, latent):
-        h = self.mid_block(self.conv_in(latent))
-        for level in self.up_blocks:
-            for block in level.resnets:
-                h = block(h)
-            if level.resample is not None:
-                h = pixel_shuffle(level.resample(h), 2)
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
-        return pixel_shuffle(h, self.unshuffle)
-
-
-class Autoencoder(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
-
-
-# ---------------------------------------------------------------- unet/mod.rs
-
 class UNet(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -346,7 +349,8 @@ class UNet(nn.Module):
         self.time_embedding.linear_1 = Linear(ch[0], time_dim)
         self.time_embedding.linear_2 = Linear(time_dim, time_dim)
         self.sinusoid_dim = ch[0]
-        self.conv_in = Conv(config["latent_channels"], ch[0], 3)
+        # The input is [z_noisy, z_lr] concatenated on channels (conditioned_eps).
+        self.conv_in = Conv(2 * config["latent_channels"], ch[0], 3)
         current, skips, downs = ch[0], [ch[0]], []
         for level, c in enumerate(ch):
             resnets = []
@@ -377,6 +381,7 @@ class UNet(nn.Module):
         self.conv_out = Conv(ch[0], config["latent_channels"], 3)
 
     def forward(self, z, t):
+        """`[n, 2C, h, w] -> [n, C, h, w]`: the correction to eps_lr (`conditioned_eps`)."""
         n = z.shape[0]
         temb = timestep_embedding(torch.full((n,), float(t)), self.sinusoid_dim)
         mlp = self.time_embedding
@@ -464,8 +469,18 @@ class Naosd(nn.Module):
 
     def one_step(self, z_lr, eps, t_add=T_ADD, t_diff=T_DIFF, unet=None):
         z_noisy = add_noise(z_lr, eps, t_add)
-        eps_hat = (unet or self.unet)(z_noisy, t_diff)
+        eps_hat = conditioned_eps(unet or self.unet, z_noisy, z_lr, t_diff)
         return x0_from_eps(z_noisy, eps_hat, t_diff)
+
+    def project_parameters(self):
+        """Every parameter under the weight file's name (`autoencoder.encoder.stages.2.blocks.0.
+        global.norm.gamma`, `unet.conv_in.weight`, ...)."""
+        out = {}
+        for part in ("encoder", "decoder"):
+            for name, p in getattr(self.autoencoder, part).project_parameters().items():
+                out[f"autoencoder.{part}.{name}"] = p
+        out.update({f"unet.{name}": p for name, p in self.unet.named_parameters()})
+        return out
 
     def upscale(self, lr, scale=4, seed=0, t_add=T_ADD, t_diff=T_DIFF, stages=None):
         """Untiled one-step SR of a batch whose upsampled size the network accepts (colour fix
@@ -474,7 +489,7 @@ class Naosd(nn.Module):
         z_lr = self.encode(lr_up)
         eps = noise_tensor(seed, 0, tuple(z_lr.shape))
         z_noisy = add_noise(z_lr, eps, t_add)
-        eps_hat = self.unet(z_noisy, t_diff)
+        eps_hat = conditioned_eps(self.unet, z_noisy, z_lr, t_diff)
         z0 = x0_from_eps(z_noisy, eps_hat, t_diff)
         sr = self.decode(z0)
         if stages is not None:
@@ -503,8 +518,11 @@ def load_weights(path):
     from safetensors import safe_open
     with safe_open(path, framework="pt") as f:
         header = json.loads(f.metadata()["gdpo_sr"])
+        if header.get("trained_part"):
+            raise ValueError(f"{path}: holds only the trained `{header['trained_part']}`; "
+                             "compose it with the pretrained autoencoder first")
         model = Naosd(header["config"])
-        own = dict(model.named_parameters())
+        own = model.project_parameters()
         names = set(f.keys())
         missing, unexpected = set(own) - names, names - set(own)
         if missing or unexpected:
@@ -608,21 +626,26 @@ NAOSD_LOSS = {"l1": 1.0, "ms_ssim": 0.2, "gradient": 0.5, "latent": 0.5, "advers
 def naosd_losses(generator, discriminator, target_encoder, lr, hr, noise_seed, first_stream,
                  scale=4, weights=NAOSD_LOSS):
     """`NaosdStage::losses` (stages/naosd.rs): the inference path with training noise, then
-    L1 + MS-SSIM + Sobel + latent MSE + hinge GAN (discriminator trained in the same pass)."""
+    L1 + MS-SSIM + Sobel + latent MSE + hinge GAN (discriminator trained in the same pass).
+    As there, a term whose weight is zero is not computed at all (the latent term's target
+    encoder pass, the discriminator's three passes): it contributes nothing to the loss."""
     lr_up = bicubic_upsample(lr, scale)
     z_lr = generator.encode(lr_up)
     eps = noise_tensor(noise_seed, first_stream, tuple(z_lr.shape))
     z0 = generator.one_step(z_lr, eps)
     sr = generator.autoencoder.decoder(z0 / generator.latent_scale)
-    with torch.no_grad():
-        z_hr = target_encoder(hr) * generator.latent_scale
-    pixel, ms, grad = l1(sr, hr), multiscale_ssim_loss(sr, hr), gradient_loss(sr, hr)
-    latent = ((z0 - z_hr) ** 2).mean()
-    d_loss = (F.relu(1.0 - discriminator(hr)).mean()
-              + F.relu(1.0 + discriminator(sr.detach())).mean())
-    g_adv = -discriminator(sr, frozen=True).mean()
-    return (pixel * weights["l1"] + ms * weights["ms_ssim"] + grad * weights["gradient"]
-            + latent * weights["latent"] + g_adv * weights["adversarial"] + d_loss)
+    total = (l1(sr, hr) * weights["l1"] + multiscale_ssim_loss(sr, hr) * weights["ms_ssim"]
+             + gradient_loss(sr, hr) * weights["gradient"])
+    if weights["latent"] > 0.0:
+        with torch.no_grad():
+            z_hr = target_encoder(hr) * generator.latent_scale
+        total = total + ((z0 - z_hr) ** 2).mean() * weights["latent"]
+    if weights["adversarial"] > 0.0:
+        d_loss = (F.relu(1.0 - discriminator(hr)).mean()
+                  + F.relu(1.0 + discriminator(sr.detach())).mean())
+        g_adv = -discriminator(sr, frozen=True).mean()
+        total = total + g_adv * weights["adversarial"] + d_loss
+    return total
 
 
 def clip_global_norm(params, max_norm):
@@ -664,9 +687,16 @@ def group_advantages(rewards):
 SAMPLE_NOISE, SHARED_NOISE = 0x6764706F5341, 0x6764706F5849
 
 
+def denoising_errors(unet, x_t, z_lr, xi, t_diff=T_DIFF):
+    """gdpo.rs `denoising_errors`: per-sample MSE of the conditioned eps prediction, `[n]`."""
+    eps_hat = conditioned_eps(unet, x_t, z_lr, t_diff)
+    return ((xi - eps_hat) ** 2).reshape(x_t.shape[0], -1).mean(1)
+
+
 def gdpo_losses(reference, policy_unet, lr, hr, group, seed, step, omega=5000.0, scale=4):
     """`GdpoStage::step_losses` with the fidelity-only reward (PSNR-Y): group sampling by the
-    frozen reference, advantages, re-encoding, shared noise, both denoising errors, loss."""
+    frozen reference, advantages, re-encoding, shared noise, both denoising errors (each UNet
+    conditioned on the sampled LR latent, `denoising_errors`), loss."""
     n_lr = lr.shape[0]
     n = n_lr * group
     first_stream = step * n
@@ -682,8 +712,8 @@ def gdpo_losses(reference, policy_unet, lr, hr, group, seed, step, omega=5000.0,
         x0 = reference.encode(samples)
         xi = noise_tensor(seed ^ SHARED_NOISE, first_stream, tuple(x0.shape))
         x_t = add_noise(x0, xi, T_ADD)
-        e_ref = ((xi - reference.unet(x_t, T_DIFF)) ** 2).reshape(n, -1).mean(1)
-    e_theta = ((xi - policy_unet(x_t, T_DIFF)) ** 2).reshape(n, -1).mean(1)
+        e_ref = denoising_errors(reference.unet, x_t, z_lr, xi)
+    e_theta = denoising_errors(policy_unet, x_t, z_lr, xi)
     a = torch.from_numpy(advantages.astype(np.float32)).to(e_theta.device)
     margin = (a * (e_theta - e_ref).reshape(n_lr, group)).sum(1) * (-omega / 2.0)
     return -F.logsigmoid(margin).mean()

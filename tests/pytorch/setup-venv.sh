@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv-bench/ at the repository root with the pinned PyTorch CPU stack of
-# tests/pytorch/requirements.txt, from pypi.org only. Idempotent: does nothing when the venv
+# tests/pytorch/requirements.txt, from pypi.org only: the Python reference of the benchmarks
+# and parity tests, and the LibTorch that trainer-native's `tch` feature (burn-tch 0.21, which
+# expects torch 2.9.0) links: .venv-bench/libtorch points at the wheel's torch folder
+# (include/, lib/), where .cargo/config.toml's LIBTORCH looks. Idempotent: does nothing when the venv
 # already holds exactly these requirements. PYTHON picks the interpreter (>= 3.11, torch's
 # minimum; default python3).
 #
@@ -19,7 +22,8 @@ requirements=$root/tests/pytorch/requirements.txt
 stamp=$venv/.requirements-installed
 python=${PYTHON:-python3}
 
-if [[ -f $stamp ]] && cmp -s "$stamp" "$requirements" && [[ -x $venv/bin/python ]]; then
+if [[ -f $stamp ]] && cmp -s "$stamp" "$requirements" && [[ -x $venv/bin/python ]] &&
+    [[ -f $venv/libtorch/lib/libtorch_cpu.so ]]; then
     echo "setup-venv: $venv is up to date"
     exit 0
 fi
@@ -39,4 +43,6 @@ torch.nn.functional.conv2d(x, torch.randn(4, 3, 3, 3)).sum().backward()
 assert x.grad is not None
 print(f"setup-venv: torch {torch.__version__} on CPU, {torch.get_num_threads()} threads")
 PY
+torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+ln -sfn "$torch_dir" "$venv/libtorch"
 cp "$requirements" "$stamp"

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
 
 def conv(cin, cout, bias=True, stride=1):
@@ -26,14 +25,14 @@ def conv(cin, cout, bias=True, stride=1):
 
 
 class Block(nn.Module):
-    def __init__(self, c, midblock=False):
+    def __init__(self, c, midblock=False, groups=4):
         super().__init__()
         self.conv = nn.Sequential(conv(c, c), nn.ReLU(), conv(c, c), nn.ReLU(), conv(c, c))
         self.pool = None
         if midblock:
             self.pool = nn.Sequential(
                 nn.Conv2d(c, 4 * c, 1, bias=False),
-                nn.GroupNorm(4, 4 * c),
+                nn.GroupNorm(groups, 4 * c),
                 nn.ReLU(),
                 nn.Conv2d(4 * c, c, 1, bias=False),
             )
@@ -49,17 +48,20 @@ class Clamp(nn.Module):
         return torch.tanh(x / 3) * 3
 
 
-def encoder(c=64, latent=32):
+# `c`, `latent` and `groups` other than TAEF2's let gdpo_sr_torch.py build the project's
+# smaller TAESD-family presets (`tiny`) from the same code.
+def encoder(c=64, latent=32, groups=4):
     layers = [conv(3, c), Block(c)]
     for stage in range(3):
         layers += [conv(c, c, bias=False, stride=2)]
-        layers += [Block(c, midblock=stage == 2) for _ in range(3)]
+        layers += [Block(c, midblock=stage == 2, groups=groups) for _ in range(3)]
     layers += [conv(c, latent)]
     return nn.Sequential(*layers)
 
 
-def decoder(c=64, latent=32):
-    layers = [Clamp(), conv(latent, c), nn.ReLU()] + [Block(c, midblock=True) for _ in range(3)]
+def decoder(c=64, latent=32, groups=4):
+    layers = [Clamp(), conv(latent, c), nn.ReLU()]
+    layers += [Block(c, midblock=True, groups=groups) for _ in range(3)]
     for blocks in (3, 3, 1):
         layers += [nn.Upsample(scale_factor=2), conv(c, c, bias=False)]
         layers += [Block(c) for _ in range(blocks)]
@@ -88,6 +90,9 @@ def main():
     ap.add_argument("--weights", required=True)
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
+    # Imported here: gdpo_sr_torch.py imports the networks only, on machines without Pillow.
+    from PIL import Image
+
     torch.set_num_threads(max(1, torch.get_num_threads()))
     enc = load(encoder(), f"{args.weights}/taef2_encoder.pth")
     dec = load(decoder(), f"{args.weights}/taef2_decoder.pth")

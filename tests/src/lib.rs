@@ -77,3 +77,27 @@ pub fn init_tiny_f32(path: &std::path::Path) {
         .expect("run trainer-native init");
     assert!(status.success(), "trainer-native init failed");
 }
+
+/// Largest absolute difference between the tensors of two f32 weight files of one
+/// architecture.
+pub fn max_weight_diff(a: &std::path::Path, b: &std::path::Path) -> f32 {
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let values = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut worst = 0.0f32;
+    for (name, ta) in a.tensors() {
+        let tb = b.tensor(&name).unwrap();
+        for (x, y) in values(ta.data()).iter().zip(values(tb.data())) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    worst
+}

@@ -1,6 +1,8 @@
 //! Backend selection: one generic code path, instantiated for the backend named on the
-//! command line. CUDA is the training target; wgpu (Vulkan/Metal/DX12, or Mesa lavapipe
-//! headless) and the pure-Rust CPU backend (burn-flex) make everything testable without a GPU.
+//! command line. CUDA is the training target on GPUs; on the CPU, LibTorch's kernels through
+//! burn-tch (the `tch` feature) train ~2.5x faster than the pure-Rust burn-flex
+//! (docs/benchmarks.md), which stays for builds without LibTorch; wgpu (Vulkan/Metal/DX12, or
+//! Mesa lavapipe headless) makes the GPU code path testable without a GPU.
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
@@ -11,10 +13,29 @@ use clap::ValueEnum;
 pub enum BackendKind {
     /// Pure-Rust multi-threaded CPU backend (burn-flex).
     Cpu,
+    /// LibTorch's CPU kernels (oneDNN, MKL) through burn-tch (the `tch` feature: built against
+    /// the PyPI torch wheel of the project's venv, tests/pytorch/setup-venv.sh).
+    Tch,
     /// wgpu: Vulkan, Metal or DX12; headless Mesa lavapipe works too.
     Wgpu,
     /// NVIDIA CUDA (the default `cuda` feature).
     Cuda,
+}
+
+impl BackendKind {
+    /// The default `--backend` of every command: the fastest CPU backend this build has
+    /// (LibTorch when built with `tch`, else burn-flex). A clap default, hence a name.
+    pub const DEFAULT_CPU: &'static str = if cfg!(feature = "tch") { "tch" } else { "cpu" };
+
+    /// The name `--backend` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Tch => "tch",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
 }
 
 /// Code generic over the backend, run by [`dispatch`] on the chosen one.
@@ -30,6 +51,8 @@ pub type CpuBackend = burn::backend::Flex;
 pub type WgpuBackend = burn::backend::Wgpu;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
+#[cfg(feature = "tch")]
+pub type TchBackend = burn::backend::LibTorch<f32>;
 
 /// Runs `task` on `kind` (device 0).
 ///
@@ -46,6 +69,15 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T:
         BackendKind::Cuda => {
             anyhow::bail!("this build has no CUDA backend: rebuild with `--features cuda`")
         }
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => {
+            task.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu)
+        }
+        #[cfg(not(feature = "tch"))]
+        BackendKind::Tch => anyhow::bail!(
+            "this build has no LibTorch backend: run tests/pytorch/setup-venv.sh, then rebuild \
+             with `--features tch` (or use `--backend cpu`)"
+        ),
     }
 }
 
@@ -71,7 +103,9 @@ pub fn conv_algorithm_for(
     match std::env::var(CONV_ALGORITHM_VAR).ok().as_deref() {
         None | Some("") => Ok(match kind {
             BackendKind::Cuda if !trains => ConvAlgorithm::Im2col,
-            BackendKind::Cuda | BackendKind::Cpu | BackendKind::Wgpu => ConvAlgorithm::Native,
+            BackendKind::Cuda | BackendKind::Cpu | BackendKind::Tch | BackendKind::Wgpu => {
+                ConvAlgorithm::Native
+            }
         }),
         Some(name) => ConvAlgorithm::from_name(name)
             .with_context(|| format!("{CONV_ALGORITHM_VAR}={name}: expected `native` or `im2col`")),
@@ -93,7 +127,7 @@ mod tests {
         let pick = |kind, trains| conv_algorithm_for(kind, trains).unwrap();
         assert_eq!(pick(BackendKind::Cuda, false), ConvAlgorithm::Im2col);
         assert_eq!(pick(BackendKind::Cuda, true), ConvAlgorithm::Native);
-        for kind in [BackendKind::Cpu, BackendKind::Wgpu] {
+        for kind in [BackendKind::Cpu, BackendKind::Tch, BackendKind::Wgpu] {
             assert_eq!(pick(kind, false), ConvAlgorithm::Native);
             assert_eq!(pick(kind, true), ConvAlgorithm::Native);
         }

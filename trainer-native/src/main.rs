@@ -68,7 +68,7 @@ enum Command {
         run_dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value = "cpu")]
+        #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
         backend: BackendKind,
     },
     /// Fit the natural-scene-statistics model of the GDPO detail reward on pristine images.
@@ -161,7 +161,7 @@ enum Command {
         /// only the models are pooled: bicubic's extremes would squeeze their rewards together).
         #[arg(long)]
         reward_with_bicubic: bool,
-        #[arg(long, value_enum, default_value = "cpu")]
+        #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
         backend: BackendKind,
     },
     /// Upscale an image file, or every image of a folder, with a weight file (tiled like the
@@ -191,7 +191,7 @@ enum Command {
         warmup: bool,
         #[command(flatten)]
         inference: InferenceArgs,
-        #[arg(long, value_enum, default_value = "cpu")]
+        #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
         backend: BackendKind,
     },
 }
@@ -244,7 +244,7 @@ struct StageArgs {
     /// (e.g. a GPU lent for a fixed time); `--resume` continues on the same schedule.
     #[arg(long, value_name = "SECONDS")]
     time_limit: Option<f64>,
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
     backend: BackendKind,
     /// Train data-parallel on this many devices of the backend (CUDA 0..N); micro-batches
     /// (`accumulate` in the config) are spread over them, one optimizer step for all.

@@ -172,6 +172,10 @@ fn cli_tiles_like_the_library_and_upscales_folders() {
             "8",
             "--tile-overlap",
             "4",
+            // The library side below runs burn-flex; bit-equality is a same-backend contract
+            // (a `tch` build's default backend is LibTorch: tests/tests/training/tch.rs).
+            "--backend",
+            "cpu",
         ])
         .arg("--tensor-out")
         .arg(&tensor)

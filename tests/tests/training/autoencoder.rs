@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::serial;
-use integration_tests::{run_log, scratch_dir, synthetic_image};
+use integration_tests::{max_weight_diff, run_log, scratch_dir, synthetic_image};
 use trainer_native::{
     stages::autoencoder::{AutoencoderConfig, AutoencoderLoss, run},
     train::{RunLimits, TrainOptions},
@@ -149,30 +149,6 @@ fn interrupted_and_resumed_run_is_bit_identical() {
         a == c,
         "run resumed after its time limit differs from the uninterrupted one"
     );
-}
-
-/// Largest absolute difference between the tensors of two f32 weight files of one
-/// architecture.
-fn max_weight_diff(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&a).unwrap(),
-        safetensors::SafeTensors::deserialize(&b).unwrap(),
-    );
-    let values = |bytes: &[u8]| -> Vec<f32> {
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let mut worst = 0.0f32;
-    for (name, ta) in a.tensors() {
-        let tb = b.tensor(&name).unwrap();
-        for (x, y) in values(ta.data()).iter().zip(values(tb.data())) {
-            worst = worst.max((x - y).abs());
-        }
-    }
-    worst
 }
 
 /// Data parallelism: two devices, each taking one of the two micro-batches of every step,

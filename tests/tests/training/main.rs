@@ -8,6 +8,8 @@
 mod autoencoder;
 mod gdpo;
 mod naosd;
+#[cfg(feature = "tch")]
+mod tch;
 
 /// One training run at a time: two runs training concurrently in one process were seen to
 /// perturb each other's last bits on burn-flex (docs/training.md, "Known limitations"), which

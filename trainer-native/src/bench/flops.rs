@@ -10,14 +10,14 @@ use burn::tensor::{Distribution, Tensor, backend::Backend, module::conv2d, ops::
 use model::ModelConfig;
 use serde::Serialize;
 
-use super::native::{append_json_line, backend_name};
+use super::native::append_json_line;
 use crate::backend::{BackendKind, BackendTask, dispatch};
 
 #[derive(clap::Args)]
 pub struct FlopsArgs {
     #[arg(long, default_value = "taef2")]
     pub preset: String,
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
     pub backend: BackendKind,
     /// Side of the square f32 matrix product of the peak measurement.
     #[arg(long, default_value_t = 2048)]
@@ -150,7 +150,7 @@ impl BackendTask for FlopsBench<'_> {
         Ok(FlopsResult {
             kind: "flops",
             preset: config.name.clone(),
-            backend: backend_name(args.backend).into(),
+            backend: args.backend.name().into(),
             counted,
             peak_gflop_per_s: peak.iter().map(|p| p.gflop_per_s).reduce(f64::max),
             peak,

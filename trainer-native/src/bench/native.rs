@@ -35,7 +35,7 @@ pub struct InferenceArgs {
     pub out_mp: f64,
     #[arg(long, default_value_t = 4)]
     pub scale: usize,
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
     pub backend: BackendKind,
     /// A weight file to time instead of random weights of `--preset`.
     #[arg(long)]
@@ -197,7 +197,7 @@ impl BackendTask for InferenceBench<'_> {
         Ok(InferenceResult {
             kind: "inference",
             preset: config.name.clone(),
-            backend: backend_name(args.backend).into(),
+            backend: args.backend.name().into(),
             weights,
             scale: s,
             input: [side, side],
@@ -225,13 +225,6 @@ impl BackendTask for InferenceBench<'_> {
     }
 }
 
-pub fn backend_name(kind: BackendKind) -> &'static str {
-    match kind {
-        BackendKind::Cpu => "cpu",
-        BackendKind::Wgpu => "wgpu",
-        BackendKind::Cuda => "cuda",
-    }
-}
 
 /// Input side whose output at `scale` is nearest `out_mp` megapixels, on the tiler's
 /// alignment (tiles start on multiples of it), so that no size pays for padding.

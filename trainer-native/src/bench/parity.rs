@@ -62,7 +62,7 @@ pub struct ParityArgs {
     #[arg(long, default_value_t = 1234)]
     pub init_seed: u64,
     /// Backend to run burn on (parity is specified for the f32 CPU backend).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
     pub backend: BackendKind,
 }
 

@@ -84,7 +84,7 @@ pub struct StepsArgs {
     /// LR size of the per-part inference timings.
     #[arg(long, default_value = "256x256")]
     pub breakdown_input: String,
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
     pub backend: BackendKind,
     /// Compute threads of the CPU backend (0: one per core, as training runs).
     #[arg(long, default_value_t = 0)]

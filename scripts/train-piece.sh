@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One training piece of the shipped model (docs/training.md, "Pieces"): trains
+# configs/naosd-taef2.toml from the committed UNet for at most SECONDS, exports the EMA UNet
+# back over weights/taef2-unet.safetensors (f16, the only state the next piece needs, on any
+# machine) and appends the piece to weights/taef2-unet.json. Commit both files afterwards.
+#
+#   scripts/train-piece.sh SECONDS [extra trainer-native naosd arguments, e.g. --backend cpu]
+#
+# Runs a copy of target/debug/trainer-native (built with `--features tch` when the PyTorch
+# venv exists: LibTorch is then the default backend), so that rebuilding the workspace while a
+# piece trains does not touch the running binary. NICE (default 10) lowers the piece's CPU
+# priority below interactive work such as compiling. A piece stopped early (Ctrl-C, a kill)
+# keeps its checkpoints in its run dir: `--resume` continues it; nothing is exported then.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:?usage: train-piece.sh SECONDS [naosd arguments]}
+shift
+config=configs/naosd-taef2.toml
+weights=weights/taef2-unet.safetensors
+record=weights/taef2-unet.json
+
+if [ ! -x target/debug/trainer-native ]; then
+    features=()
+    [ -f .venv-bench/libtorch/lib/libtorch_cpu.so ] && features=(--features tch)
+    cargo build -p trainer-native --bin trainer-native "${features[@]}"
+fi
+stamp=$(date -u +%Y%m%d-%H%M%S)
+run=runs/piece-$stamp
+mkdir -p "$run"
+cp target/debug/trainer-native "$run/trainer-native"
+started=$(date +%s)
+nice -n "${NICE:-10}" "$run/trainer-native" naosd --config "$config" --run-dir "$run" \
+    --time-limit "$seconds" "$@"
+minutes=$(( ($(date +%s) - started + 30) / 60 ))
+"$run/trainer-native" export --weights "$run/naosd.safetensors" --trained-part unet \
+    --out "$weights"
+
+# The piece's record: steps, wall time, throughput and the last validation, from its log.
+python3 - "$run" "$record" "$minutes" "$stamp" "$*" <<'PY'
+import json, os, platform, sys
+
+run, record, minutes, stamp, extra = sys.argv[1:6]
+steps, rates, val = 0, [], {}
+with open(os.path.join(run, "log.jsonl")) as f:
+    for line in f:
+        entry = json.loads(line)
+        if "validation" in entry:
+            val = entry
+        elif "step" in entry:
+            steps = max(steps, entry["step"])
+            rates.append(entry.get("images_per_s", 0.0))
+rates = sorted(r for r in rates if r)
+doc = json.load(open(record))
+previous = doc["pieces"][-1] if doc["pieces"] else None
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+doc["pieces"].append({
+    "date": f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}",
+    "start": f"piece {len(doc['pieces'])}" if previous else "init",
+    "steps": steps,
+    "batch": previous["batch"] if previous else None,
+    "crop": previous["crop"] if previous else None,
+    "minutes": int(minutes),
+    "images_per_s_median": round(rates[len(rates) // 2], 3) if rates else None,
+    "hardware": f"{os.cpu_count()} cores ({cpu}), {platform.machine()}",
+    "arguments": extra or "(defaults)",
+    "val_psnr_y_set14_384": round(val.get("val_psnr_y", float("nan")), 3),
+    "val_psnr_y_bicubic": round(val.get("val_psnr_y_bicubic", float("nan")), 3),
+})
+doc["total_steps"] = sum(p["steps"] for p in doc["pieces"])
+doc["total_training_minutes"] = sum(p["minutes"] for p in doc["pieces"])
+with open(record + ".partial", "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+os.replace(record + ".partial", record)
+print(f"piece: {steps} steps in {minutes} min; val PSNR-Y {val.get('val_psnr_y')} "
+      f"(bicubic {val.get('val_psnr_y_bicubic')}); {record} updated")
+PY
