@@ -7,8 +7,9 @@
 #   ./scripts/bench.sh                        # everything
 #   BENCH_SKIP=torch,browser ./scripts/bench.sh
 #
-# Parts (names for BENCH_SKIP): setup (the tools of the wgpu and browser parts), native (inference MP/s and peak memory, per backend and size:
-# cpu is burn-flex, tch LibTorch through burn-tch),
+# Parts (names for BENCH_SKIP): setup (the tools of the wgpu and browser parts), native
+# (inference MP/s and peak memory, per backend and size: cpu is burn-flex, tch LibTorch
+# through burn-tch),
 # flops (counted FLOPs, measured peak), criterion (micro-benchmarks), torch (PyTorch
 # reference: parity, inference, training steps), browser (our page vs UpscalerJS in headless
 # Chromium, and vs native), wgpu, cuda (backends; cuda runs only where nvidia-smi works),

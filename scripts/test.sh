@@ -46,7 +46,7 @@ trap stop_background EXIT
 
 background setup-tools ./scripts/setup.sh tools
 background build-wasm ./scripts/build-wasm.sh
-# The PyTorch venv (~4 GB from PyPI, mostly download time, while the two jobs above compile):
+# The PyTorch venv (6.2 GB from PyPI, mostly download time, while the two jobs above compile):
 # the native build's `tch` feature links its LibTorch (burn-tch), and the TAEF2 parity test
 # (tests/tests/contracts/taef2.rs) checks the burn autoencoder against its PyTorch.
 ./tests/pytorch/setup-venv.sh

@@ -70,9 +70,7 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, task: T) -> anyhow::Result<T:
             anyhow::bail!("this build has no CUDA backend: rebuild with `--features cuda`")
         }
         #[cfg(feature = "tch")]
-        BackendKind::Tch => {
-            task.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu)
-        }
+        BackendKind::Tch => task.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu),
         #[cfg(not(feature = "tch"))]
         BackendKind::Tch => anyhow::bail!(
             "this build has no LibTorch backend: run tests/pytorch/setup-venv.sh, then rebuild \

@@ -27,7 +27,15 @@ const TOLERANCE: f64 = 1e-4;
 fn random_tiny_weights(root: &Path) -> PathBuf {
     let out = root.join("case");
     let status = std::process::Command::new(trainer_binary())
-        .args(["bench", "parity-dump", "--preset", "tiny", "--backend", "cpu", "--out"])
+        .args([
+            "bench",
+            "parity-dump",
+            "--preset",
+            "tiny",
+            "--backend",
+            "cpu",
+            "--out",
+        ])
         .arg(&out)
         .status()
         .expect("run trainer-native bench parity-dump");
@@ -88,6 +96,22 @@ fn naosd_config(init: &Path, data: &Path, steps: usize, lr: f64) -> NaosdConfig 
     }
 }
 
+/// The one-step output (default options, untiled) of the weight file `bytes` on backend `B`.
+fn upscale<B: burn::tensor::backend::Backend>(
+    bytes: &[u8],
+    lr: &image::RgbImage,
+    device: &B::Device,
+) -> Vec<f32> {
+    let model = load_weights::<B>(bytes, device).unwrap();
+    let input = trainer_native::image_io::rgb_to_tensor::<B>(lr, device);
+    model
+        .upscale(input, &NaosdOptions::default())
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn libtorch_matches_flex_forward_and_training_step() {
     let _serial = serial();
@@ -97,29 +121,23 @@ fn libtorch_matches_flex_forward_and_training_step() {
 
     // Forward: the one-step pipeline, untiled, same seed (host-generated noise).
     let lr = synthetic_image(12, 10);
-    let options = NaosdOptions::default();
     let flex_device = Default::default();
-    let flex = load_weights::<Flex>(&bytes, &flex_device).unwrap();
-    let a = flex
-        .upscale(trainer_native::image_io::rgb_to_tensor::<Flex>(&lr, &flex_device), &options)
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
     let tch_device = burn::backend::libtorch::LibTorchDevice::Cpu;
-    let tch = load_weights::<Tch>(&bytes, &tch_device).unwrap();
-    let b = tch
-        .upscale(trainer_native::image_io::rgb_to_tensor::<Tch>(&lr, &tch_device), &options)
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+    let a = upscale::<Flex>(&bytes, &lr, &flex_device);
+    let b = upscale::<Tch>(&bytes, &lr, &tch_device);
     assert_eq!(a.len(), 3 * 40 * 48);
-    let forward = a.iter().zip(&b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);
+    let forward = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max);
     assert!(forward <= TOLERANCE, "forward differs by {forward:e}");
     let spread = a.iter().map(|&x| f64::from(x)).fold(f64::NAN, f64::max)
         - a.iter().map(|&x| f64::from(x)).fold(f64::NAN, f64::min);
-    assert!(spread > 0.1, "a flat output would make the comparison empty");
+    assert!(
+        spread > 0.1,
+        "a flat output would make the comparison empty"
+    );
 
     // One NAOSD step (E and UNet train): the logged loss terms and gradient norm, and the
     // weights after AdamW. lr 1e-5 keeps an AdamW step (lr * sign(g) on the first step) below
@@ -134,24 +152,43 @@ fn libtorch_matches_flex_forward_and_training_step() {
             naosd::run::<Tch>(config, &run_dir, RunLimits::default(), &[tch_device])
         }
         .unwrap();
-        let first = run_log(&run_dir).into_iter().find(|v| v["step"] == 1).unwrap();
+        let first = run_log(&run_dir)
+            .into_iter()
+            .find(|v| v["step"] == 1)
+            .unwrap();
         (out, first)
     };
     let (flex_out, flex_log) = step("flex", true);
     let (tch_out, tch_log) = step("tch", false);
-    for key in ["loss", "l1", "ms_ssim", "gradient", "latent_mse", "grad_norm"] {
+    for key in [
+        "loss",
+        "l1",
+        "ms_ssim",
+        "gradient",
+        "latent_mse",
+        "grad_norm",
+    ] {
         let (x, y) = (flex_log[key].as_f64(), tch_log[key].as_f64());
-        let (x, y) = (x.unwrap_or_else(|| panic!("{key} in {flex_log}")), y.unwrap());
+        let (x, y) = (
+            x.unwrap_or_else(|| panic!("{key} in {flex_log}")),
+            y.unwrap(),
+        );
         assert!(
             (x - y).abs() <= TOLERANCE * x.abs().max(1.0),
             "{key}: flex {x} vs LibTorch {y}"
         );
     }
     let after = f64::from(max_weight_diff(&flex_out, &tch_out));
-    assert!(after <= TOLERANCE, "weights after one step differ by {after:e}");
+    assert!(
+        after <= TOLERANCE,
+        "weights after one step differ by {after:e}"
+    );
     // ... and the step did change them (lr * sign(g) = 1e-5 on the moved weights).
     let moved = f64::from(max_weight_diff(&weights, &tch_out));
-    assert!(moved >= 5e-6, "the step left the weights where they were ({moved:e})");
+    assert!(
+        moved >= 5e-6,
+        "the step left the weights where they were ({moved:e})"
+    );
 }
 
 #[test]
@@ -189,7 +226,10 @@ fn libtorch_run_interrupted_and_resumed_is_bit_identical() {
         std::fs::read(&straight).unwrap() == std::fs::read(&resumed).unwrap(),
         "the resumed LibTorch run differs from the uninterrupted one"
     );
-    assert!(max_weight_diff(&weights, &straight) > 1e-4, "5 steps at lr 1e-3 moved nothing");
+    assert!(
+        max_weight_diff(&weights, &straight) > 1e-4,
+        "5 steps at lr 1e-3 moved nothing"
+    );
 }
 
 #[test]
@@ -212,7 +252,10 @@ fn cli_runs_on_libtorch_and_picks_it_by_default() {
     let default = run("default.png", &[]);
     let flex = run("flex.png", &["--backend", "cpu"]);
     assert_eq!(tch.dimensions(), (64, 48));
-    assert!(tch == default, "the default backend of a tch build is LibTorch");
+    assert!(
+        tch == default,
+        "the default backend of a tch build is LibTorch"
+    );
     let worst = tch
         .as_raw()
         .iter()
@@ -220,5 +263,8 @@ fn cli_runs_on_libtorch_and_picks_it_by_default() {
         .map(|(a, b)| a.abs_diff(*b))
         .max()
         .unwrap();
-    assert!(worst <= 1, "LibTorch and burn-flex 8-bit outputs differ by {worst}");
+    assert!(
+        worst <= 1,
+        "LibTorch and burn-flex 8-bit outputs differ by {worst}"
+    );
 }

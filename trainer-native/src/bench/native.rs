@@ -225,7 +225,6 @@ impl BackendTask for InferenceBench<'_> {
     }
 }
 
-
 /// Input side whose output at `scale` is nearest `out_mp` megapixels, on the tiler's
 /// alignment (tiles start on multiples of it), so that no size pays for padding.
 fn input_side(config: &ModelConfig, scale: usize, out_mp: f64) -> usize {
