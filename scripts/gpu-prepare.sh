@@ -3,8 +3,10 @@
 # has no Rust toolchain, reaches no network and takes at most 64 MiB of working tree, so the
 # release binary (CUDA is a default feature; it needs no CUDA toolkit to build) travels
 # xz-compressed, and the training images as JPEG (quality 95, no chroma subsampling: 21 MB
-# instead of 66) with Set5 unchanged for validation. Everything goes to .devdata/, which git
-# ignores (.git/info/exclude) and the device call names in `carry`.
+# instead of 66) with Set5 and Set14 unchanged for validation, and the TAEF2 autoencoder the
+# shipped model is composed with (SHA-256 checked again where it is read). Everything goes to
+# .devdata/, which git ignores (.git/info/exclude) and the device call names in `carry`:
+# third-party files never enter the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -31,7 +33,10 @@ for root, _, files in os.walk(os.path.join(src, "train")):
         if f.lower().endswith((".png", ".bmp", ".jpg", ".jpeg", ".webp")):
             im = Image.open(os.path.join(root, f)).convert("RGB")
             im.save(os.path.join(out, os.path.splitext(f)[0] + ".jpg"), quality=95, subsampling=0)
-shutil.copytree(os.path.join(src, "eval", "Set5"), ".devdata/eval/Set5", dirs_exist_ok=True)
+for s in ("Set5", "Set14"):
+    shutil.copytree(os.path.join(src, "eval", s), f".devdata/eval/{s}", dirs_exist_ok=True)
 EOF
 fi
+mkdir -p .devdata/taef2
+cp "${GDPO_SR_TAEF2_DIR:-../shared/weights/taef2}"/taef2_*.pth .devdata/taef2/
 du -sh .devdata

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine is used for, in one call of a fixed length (docs/gpu.md):
 # the CUDA rows of docs/benchmarks.md (burn-cuda inference and training steps, PyTorch CUDA
-# on the same work), then a time-boxed `base` stage-1 run (autoencoder, NAOSD) whose f16
-# weights come back for evaluation here. Each part has its own time cap taken from one
+# on the same work), then a time-boxed training piece of the shipped model
+# (configs/naosd-taef2.toml from the committed UNet, as scripts/train-piece.sh does here) whose
+# exported UNet (f16, 8.6 MB) comes back. Each part has its own time cap taken from one
 # deadline, so a failing or slow part never starves the ones after it.
 #
 # Prepared on the build machine (the device has no Rust toolchain and reaches no network):
@@ -12,14 +13,16 @@
 # On a machine with a GPU and a Rust build, scripts/bench.sh runs its benchmark parts with
 # GPU_BIN=target/release/trainer-native.
 # Results land in $OUT (default target/gpu): results.tar.gz (JSON, logs, eval tables) and the
-# NAOSD weights (f16) split into parts of at most 15 MB (`cat naosd-f16.part-* > file`).
+# trained UNet, $OUT/taef2-unet.safetensors (copy it over weights/ and record the piece in
+# weights/taef2-unet.json, as train-piece.sh does).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-target/gpu}
 BUDGET=${GPU_BUDGET:-540}
-AE_SECONDS=${GPU_AE_SECONDS:-110}
-NAOSD_SECONDS=${GPU_NAOSD_SECONDS:-150}
+NAOSD_SECONDS=${GPU_NAOSD_SECONDS:-240}
+# The GPU takes a far larger batch than the 2-core machines' 4 crops.
+NAOSD_BATCH=${GPU_NAOSD_BATCH:-32}
 WORK=${GPU_WORK:-/tmp/gpu-session}
 # Which parts run (comma list): steps (burn-cuda steps and untiled inference, default
 # convolution: burn's, as for training), ops (the same plus single-op timings, with the im2col
@@ -106,33 +109,28 @@ want ops && part steps-cuda-im2col 150 env GDPO_SR_CONV=im2col "$BIN" bench step
 want torch && part torch-cuda 90 python3 tests/pytorch/bench_torch.py --device cuda --tf32 off \
     --json "$WORK/torch-cuda.json"
 
-# 3. Stage 1 of `base`, time-boxed: the repository's configs with the carried data.
-# carried_config SRC OUT [SED-EXPR...]: a repository config reading the carried data.
+# 3. A training piece of the shipped model, time-boxed: the repository's config with the
+# carried data and TAEF2 (.devdata/taef2, gpu-prepare.sh), from the committed UNet.
+export GDPO_SR_TAEF2_DIR=$DATA/taef2
+# carried_config OUT [SED-EXPR...]: configs/naosd-taef2.toml reading the carried data.
 carried_config() {
-    local src=$1 out=$2
-    shift 2
-    sed -e "s|^data = .*|data = \"$DATA/train\"|" -e "s|^validation = .*|validation = \"$DATA/eval/Set5\"|" \
-        "$@" "$src" >"$out"
+    local out=$1
+    shift
+    sed -e "s|^data = .*|data = \"$DATA/train\"|" -e "s|^validation = .*|validation = \"$DATA/eval/Set14\"|" \
+        "$@" configs/naosd-taef2.toml >"$out"
 }
-carried_config configs/autoencoder-base.toml "$WORK/autoencoder.toml"
-carried_config configs/naosd-base.toml "$WORK/naosd.toml" \
-    -e "s|^init = .*|init = \"$WORK/ae/autoencoder.safetensors\"|"
-want train && part autoencoder $((AE_SECONDS + 60)) "$BIN" autoencoder --config "$WORK/autoencoder.toml" \
-    --run-dir "$WORK/ae" --backend cuda --time-limit "$AE_SECONDS" &&
-    part naosd $((NAOSD_SECONDS + 60)) "$BIN" naosd --config "$WORK/naosd.toml" \
+carried_config "$WORK/naosd.toml" -e "s|^batch = .*|batch = $NAOSD_BATCH|"
+want train && part naosd $((NAOSD_SECONDS + 90)) "$BIN" naosd --config "$WORK/naosd.toml" \
         --run-dir "$WORK/naosd" --backend cuda --time-limit "$NAOSD_SECONDS" &&
-    part export 30 "$BIN" export --weights "$WORK/naosd/naosd.safetensors" \
-        --out "$WORK/naosd-f16.safetensors" &&
-    split -b 15000000 -d "$WORK/naosd-f16.safetensors" "$OUT/naosd-f16.part-" &&
-    cp "$WORK/naosd/discriminator.bin" "$OUT/" &&
-    part eval-set5 60 "$BIN" eval --hr "$DATA/eval/Set5" --degrade default \
-        --weights "naosd=$WORK/naosd/naosd.safetensors" --backend cuda --out "$WORK/eval-set5.md"
+    part export 30 "$BIN" export --weights "$WORK/naosd/naosd.safetensors" --trained-part unet \
+        --out "$OUT/taef2-unet.safetensors" &&
+    part eval-set14 90 "$BIN" eval --hr "$DATA/eval/Set14" \
+        --weights "piece=$WORK/naosd/naosd.safetensors" --backend cuda --out "$WORK/eval-set14.md"
 
-# The NAOSD stage's own throughput (batch 16, crop 256: configs/naosd-base.toml) with each
-# convolution algorithm, from random weights (the cost does not depend on the values).
-if want speed && part init-base 30 "$BIN" init --preset taef2 --f32 --out "$WORK/random-base.safetensors"; then
-    carried_config configs/naosd-base.toml "$WORK/naosd-speed.toml" \
-        -e "s|^init = .*|init = \"$WORK/random-base.safetensors\"|" \
+# The NAOSD stage's own throughput at that batch with each convolution algorithm, from the
+# committed UNet (the cost does not depend on the values), no validation.
+if want speed; then
+    carried_config "$WORK/naosd-speed.toml" -e "s|^batch = .*|batch = $NAOSD_BATCH|" \
         -e "s|^validate_every = .*|validate_every = 1000|"
     for conv in im2col native; do
         part "naosd-speed-$conv" 90 env GDPO_SR_CONV=$conv "$BIN" naosd --config "$WORK/naosd-speed.toml" \

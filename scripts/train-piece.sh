@@ -36,10 +36,11 @@ minutes=$(( ($(date +%s) - started + 30) / 60 ))
     --out "$weights"
 
 # The piece's record: steps, wall time, throughput and the last validation, from its log.
-python3 - "$run" "$record" "$minutes" "$stamp" "$*" <<'PY'
-import json, os, platform, sys
+python3 - "$run" "$record" "$minutes" "$stamp" "$*" "$config" <<'PY'
+import json, os, platform, sys, tomllib
 
-run, record, minutes, stamp, extra = sys.argv[1:6]
+run, record, minutes, stamp, extra, config = sys.argv[1:7]
+train = tomllib.load(open(config, "rb"))["train"]
 steps, rates, val = 0, [], {}
 with open(os.path.join(run, "log.jsonl")) as f:
     for line in f:
@@ -57,8 +58,9 @@ doc["pieces"].append({
     "date": f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}",
     "start": f"piece {len(doc['pieces'])}" if previous else "init",
     "steps": steps,
-    "batch": previous["batch"] if previous else None,
-    "crop": previous["crop"] if previous else None,
+    "batch": train["batch"],
+    "crop": tomllib.load(open(config, "rb"))["crop"],
+    "lr": train["lr"],
     "minutes": int(minutes),
     "images_per_s_median": round(rates[len(rates) // 2], 3) if rates else None,
     "hardware": f"{os.cpu_count()} cores ({cpu}), {platform.machine()}",

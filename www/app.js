@@ -10,6 +10,12 @@ let upscaler = null;
 let input = null; // {imageData, url, name}
 let running = null; // AbortController of the upscale in flight
 let resultUrl = null;
+let speed = null; // {gflopsPerSecond, upscaler}: measured on this device for the loaded model
+let calibrating = false; // the speed probe is running: an upscale now would distort it
+
+function updateRunButton() {
+  $("run").disabled = !(upscaler && input) || calibrating || running !== null;
+}
 
 function status(text, isError = false) {
   $("status").textContent = text;
@@ -34,10 +40,76 @@ async function loadModel(weights, label) {
     $("model-info").textContent = describe(info);
     document.body.dataset.backend = info.backend;
     status(input ? "Ready." : "Ready: drop or pick an image.");
+    calibrate(upscaler);
   } catch (e) {
     status(`Cannot load ${label}: ${e.message}`, true);
   }
-  $("run").disabled = !(upscaler && input);
+  updateRunButton();
+}
+
+// The speed of this device for the loaded model: a small probe upscaled twice (the first run
+// includes one-off work such as WebGPU shader compilation), the second timed. Estimates scale
+// it by the model's FLOPs per output pixel; a probe pays more fixed cost per pixel than a
+// large image, so they err on the long side.
+async function calibrate(model) {
+  speed = null;
+  calibrating = true;
+  updateRunButton();
+  estimate();
+  const side = 16;
+  const probe = new ImageData(side, side);
+  for (let i = 0; i < probe.data.length; i++) probe.data[i] = i % 4 === 3 ? 255 : (i * 37) % 256;
+  try {
+    await model.upscale(probe, { scale: 4 });
+    const started = performance.now();
+    await model.upscale(probe, { scale: 4 });
+    const seconds = Math.max((performance.now() - started) / 1000, 1e-3);
+    if (model !== upscaler) return; // another model was loaded meanwhile
+    const gflop = model.info().gflopsPerOutputMegapixel * ((side * 4) ** 2 / 1e6);
+    speed = { gflopsPerSecond: gflop / seconds, upscaler: model };
+  } catch (e) {
+    console.warn("no time estimate:", e);
+    if (model === upscaler) speed = { gflopsPerSecond: null, upscaler: model };
+  }
+  if (model === upscaler) calibrating = false;
+  updateRunButton();
+  estimate();
+}
+
+function formatSeconds(s) {
+  if (s < 1) return "under a second";
+  if (s < 90) return `about ${Math.round(s)} s`;
+  if (s < 5400) return `about ${Math.round(s / 60)} min`;
+  return `about ${(s / 3600).toFixed(1)} h`;
+}
+
+// Before starting: how long the chosen image will take here, from the measured speed.
+function estimate() {
+  const el = $("estimate");
+  delete el.dataset.seconds;
+  if (!upscaler || !input) {
+    el.textContent = "";
+    return;
+  }
+  if (!speed || speed.upscaler !== upscaler) {
+    el.textContent = "Measuring this device's speed for an estimate…";
+    return;
+  }
+  if (speed.gflopsPerSecond === null) {
+    el.textContent = "No time estimate: measuring this device's speed failed (see the console).";
+    return;
+  }
+  const scale = Number($("scale").value);
+  const w = input.imageData.width * scale, h = input.imageData.height * scale;
+  const gflop = upscaler.info().gflopsPerOutputMegapixel * (w * h / 1e6);
+  const seconds = gflop / speed.gflopsPerSecond;
+  const where = upscaler.info().backend === "webgpu" ? "with WebGPU" : "on the CPU";
+  el.dataset.seconds = String(seconds);
+  el.textContent = `Estimated time for ${w}×${h}: ${formatSeconds(seconds)} ${where} ` +
+    `(${gflop >= 1000 ? `${(gflop / 1000).toFixed(1)} TFLOP` : `${gflop >= 100 ? Math.round(gflop) : gflop.toPrecision(2)} GFLOP`} at the ` +
+    `${speed.gflopsPerSecond >= 100 ? Math.round(speed.gflopsPerSecond) : speed.gflopsPerSecond.toPrecision(3)} ` +
+    "GFLOP/s measured here)." +
+    (seconds > 60 ? " You can cancel at any time." : "");
 }
 
 async function decode(file) {
@@ -66,7 +138,8 @@ async function pick(file) {
     input = null;
     status(e.message, true);
   }
-  $("run").disabled = !(upscaler && input);
+  estimate();
+  updateRunButton();
 }
 
 async function toPngUrl(result) {
@@ -79,7 +152,7 @@ async function run() {
   if (!upscaler || !input) return;
   delete document.body.dataset.done;
   running = new AbortController();
-  $("run").disabled = true;
+  updateRunButton();
   $("cancel").disabled = false;
   $("progress").value = 0;
   $("progress").dataset.events = "0";
@@ -95,7 +168,9 @@ async function run() {
       onProgress: ({ done, total }) => {
         $("progress").value = done / total;
         $("progress").dataset.events = String(Number($("progress").dataset.events) + 1);
-        status(`Upscaling… tile ${done} of ${total}`);
+        // Time left from the tiles done so far (the same tile size throughout).
+        const left = ((performance.now() - started) / 1000) * (total - done) / Math.max(done, 1);
+        status(`Upscaling… tile ${done} of ${total}${done < total ? `, ${formatSeconds(left)} left` : ""}`);
       },
     });
     if (resultUrl) URL.revokeObjectURL(resultUrl);
@@ -115,7 +190,7 @@ async function run() {
   } finally {
     running = null;
     $("cancel").disabled = true;
-    $("run").disabled = !(upscaler && input);
+    updateRunButton();
   }
 }
 
@@ -130,6 +205,7 @@ drop.addEventListener("drop", (e) => {
 });
 $("run").addEventListener("click", run);
 $("cancel").addEventListener("click", () => running?.abort());
+$("scale").addEventListener("change", estimate);
 $("tadd").addEventListener("input", (e) => { $("tadd-value").textContent = e.target.value; });
 $("split").addEventListener("input", (e) => {
   $("after-clip").style.clipPath = `inset(0 0 0 ${e.target.value}%)`;

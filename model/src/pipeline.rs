@@ -330,6 +330,24 @@ impl<B: Backend> Naosd<B> {
             + self.autoencoder.decoder.flops(lh, lw)
     }
 
+    /// Side of the square output tile on which [`Self::gflops_per_output_megapixel`] counts.
+    pub const COST_TILE: usize = 512;
+
+    /// GFLOPs per output megapixel of the encoder, the UNet and the decoder, counted on one
+    /// [`Self::COST_TILE`]-sided output tile (the cost that `trainer-native info`, the
+    /// benchmarks and the page's time estimate use).
+    pub fn gflops_per_output_megapixel(&self) -> [f64; 3] {
+        let side = Self::COST_TILE;
+        let mp = (side * side) as f64 / 1e6;
+        let latent = side / self.config.downsample_factor();
+        [
+            self.autoencoder.encoder.flops(side, side),
+            self.unet.flops(latent, latent),
+            self.autoencoder.decoder.flops(latent, latent),
+        ]
+        .map(|f| f as f64 / 1e9 / mp)
+    }
+
     /// Zeroes the UNet's output layer: the model then returns `D(E(LRup))` (the bicubic-level
     /// start of training on a pretrained autoencoder) whatever the noise.
     pub fn with_zero_correction(mut self) -> Self {

@@ -15,12 +15,11 @@
 //        [--models slim,medium,thick] [--peer-backends webgpu,webgl,wasm,cpu] [--timeout 900]
 // Needs: scripts/build-web.sh, tests/browser/peer/setup.sh, and a trainer-native build.
 import { execFileSync } from "node:child_process";
-import { createServer } from "node:http";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { dirname, extname, join, normalize, resolve, sep } from "node:path";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { DIST, ROOT, SCRATCH, SHIPPED_WEIGHTS as WEIGHTS, encodePng, launch, startServer, testImage } from "./harness.mjs";
+import { DIST, ROOT, SCRATCH, SHIPPED_WEIGHTS as WEIGHTS, encodePng, launch, serveStatic, startServer, testImage } from "./harness.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -48,25 +47,6 @@ const pkgVersion = (name) =>
 if (!existsSync(join(PEER, "node_modules/upscaler"))) {
   console.error("the peer is not installed: run tests/browser/peer/setup.sh");
   process.exit(1);
-}
-
-// The peer needs its own static server: TensorFlow.js's UMD bundle evaluates a string, which
-// the CSP that scripts/serve.py sends for our page forbids ('unsafe-eval'). No CSP here, so a
-// request to a CDN would not be blocked: the request log below is what proves it never happens.
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".json": "application/json",
-  ".wasm": "application/wasm", ".bin": "application/octet-stream" };
-function servePeer() {
-  const server = createServer((req, res) => {
-    const path = normalize(join(PEER, decodeURIComponent(new URL(req.url, "http://x").pathname)));
-    if (!path.startsWith(PEER + sep) || !existsSync(path) || !statSync(path).isFile()) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { "Content-Type": TYPES[extname(path)] ?? "application/octet-stream" });
-    res.end(readFileSync(path));
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () =>
-    resolve({ origin: `http://127.0.0.1:${server.address().port}`, close: () => server.close() })));
 }
 
 // Runs `fn` in a fresh page of `context`; a row that hangs past --timeout is recorded, not awaited.
@@ -108,7 +88,7 @@ function addRow(who, backend, r, extra = {}) {
 const loadAtStart = loadavg()[0];
 const pixels = { width: side, height: side, data: Array.from(image.data) };
 const ours = await startServer(DIST); // the shipped weights
-const peer = await servePeer();
+const peer = await serveStatic(PEER);
 const browser = await launch({ webgpu: true });
 const context = await browser.newContext();
 const requests = [];
@@ -177,10 +157,7 @@ for (const model of opt.models.split(",")) {
       } else if (backend === "wasm") {
         device = `simd ${tf.env().getBool("WASM_HAS_SIMD_SUPPORT")}, threads ${tf.env().getBool("WASM_HAS_MULTITHREAD_SUPPORT")}`;
       }
-      // The package's model definition, with the weights' URL on this origin (without `path`
-      // UpscalerJS fetches them from jsDelivr/unpkg).
-      const definition = { ESRGANSlim4x, ESRGANMedium4x, ESRGANThick4x }[`ESRGAN${model[0].toUpperCase()}${model.slice(1)}4x`];
-      const upscaler = new Upscaler({ model: { ...definition, path: here(`node_modules/@upscalerjs/esrgan-${model}/models/x4/model.json`) } });
+      const upscaler = peerUpscaler(model); // tests/browser/peer/index.html
       // Input as a float32 tensor, not an ImageData: fromPixels gives int32, and tfjs-webgpu's
       // first conv (3 input channels) then emits `vec3<f32>(i32, i32, i32)`, which Chromium's WGSL
       // compiler rejects (the pipeline is invalid and the output all zeros). Same on every backend.

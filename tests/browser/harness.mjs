@@ -2,9 +2,10 @@
 // Debian's Chromium driven by playwright-core, deterministic test images, and the native CLI.
 import { spawn, execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, writeFileSync, readFileSync, existsSync, cpSync } from "node:fs";
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, cpSync, statSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
@@ -53,6 +54,27 @@ export async function startServer(dir) {
   const origin = String(line).match(/http:\/\/[\d.]+:\d+/)?.[0];
   if (!origin) throw new Error(`server did not start: ${line}`);
   return { origin, close: () => server.kill() };
+}
+
+// The peer (UpscalerJS, tests/browser/peer) needs its own static server: TensorFlow.js's UMD
+// bundle evaluates a string, which the CSP that scripts/serve.py sends for our page forbids
+// ('unsafe-eval'). No CSP here, so a request to a CDN would not be blocked: the callers' request
+// logs are what prove it never happens.
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".json": "application/json",
+  ".wasm": "application/wasm", ".bin": "application/octet-stream", ".png": "image/png" };
+/** Serves the files under `root` (no CSP) on a free localhost port. */
+export function serveStatic(root) {
+  const server = createServer((req, res) => {
+    const path = normalize(join(root, decodeURIComponent(new URL(req.url, "http://x").pathname)));
+    if (!path.startsWith(root + sep) || !existsSync(path) || !statSync(path).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "Content-Type": TYPES[extname(path)] ?? "application/octet-stream" });
+    res.end(readFileSync(path));
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () =>
+    resolve({ origin: `http://127.0.0.1:${server.address().port}`, close: () => server.close() })));
 }
 
 /** Headless Chromium; `webgpu: false` launches it without WebGPU (the CPU fallback). */

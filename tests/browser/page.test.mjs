@@ -5,8 +5,9 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { execFileSync } from "node:child_process";
 import {
-  ROOT, startServer, launch, testImage, encodePng, nativeUpscale, maxAbsDiff,
+  ROOT, TRAINER, startServer, launch, testImage, encodePng, nativeUpscale, maxAbsDiff,
 } from "./harness.mjs";
 
 let server;
@@ -89,6 +90,15 @@ test("a visitor drops an image, sees progress and gets a downloadable result", a
   });
   await page.waitForFunction(() => !document.getElementById("run").disabled);
   await page.selectOption("#scale", "2");
+  // Before starting, the page says how long it will take here (from the speed it measured).
+  await page.waitForFunction(() => document.getElementById("estimate").dataset.seconds, null, { timeout: 60_000 });
+  assert.match(await page.textContent("#estimate"), /^Estimated time for 64×48: (under a second|about [\d.]+ (s|min|h)) on the CPU \([\d.]+ (TFLOP|GFLOP) at the [\d.]+ GFLOP\/s measured here\)/);
+  const at2 = Number(await page.getAttribute("#estimate", "data-seconds"));
+  await page.selectOption("#scale", "4");
+  await page.waitForFunction((s) => Number(document.getElementById("estimate").dataset.seconds) > s, at2);
+  assert.ok(Math.abs(Number(await page.getAttribute("#estimate", "data-seconds")) / at2 - 4) < 1e-2,
+    "the estimate scales with the output pixels");
+  await page.selectOption("#scale", "2");
   await page.click("#run");
   await page.waitForFunction(() => document.body.dataset.done === "1", null, { timeout: 120_000 });
   assert.match(await page.textContent("#status"), /Done: 64×48 in [\d.]+ s \(1 tile, cpu\)/);
@@ -103,6 +113,19 @@ test("a visitor drops an image, sees progress and gets a downloadable result", a
   assert.deepEqual(size, [64, 48]);
   mkdirSync(join(ROOT, "target/browser"), { recursive: true });
   await page.screenshot({ path: join(ROOT, "target/browser/page.png"), fullPage: true });
+});
+
+test("info() reports the model's FLOPs per output megapixel as the native CLI counts them", async () => {
+  const gflops = await inPage(async () => {
+    const { Upscaler } = await import("./gdpo-sr.js");
+    const u = await Upscaler.load("weights/default.safetensors", { backend: "cpu" });
+    const info = u.info();
+    u.terminate();
+    return { preset: info.preset, gflops: info.gflopsPerOutputMegapixel };
+  });
+  const table = execFileSync(TRAINER, ["info"], { encoding: "utf8" });
+  const native = Number(table.match(new RegExp(`^\\| ${gflops.preset} \\|[^|]*\\| ([\\d.]+)`, "m"))[1]);
+  assert.ok(Math.abs(gflops.gflops - native) < 0.05 + 1e-3 * native, `${gflops.gflops} vs native ${native}`);
 });
 
 test("cancel stops an upscale and the module keeps working", async () => {

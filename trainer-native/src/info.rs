@@ -27,21 +27,13 @@ impl BackendTask for PresetCosts {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Vec<PresetCost>> {
         // Quoted on 512x512 output tiles, the unit tiled inference works in: convolutions cost
         // the same per pixel at any size, self-attention grows with the tile's token count.
-        const SIDE: usize = 512;
-        let mp = (SIDE * SIDE) as f64 / 1e6;
         ["tiny", "taef2"]
             .into_iter()
             .map(|name| {
                 let config = ModelConfig::preset(name)?;
                 let model = config.init::<B>(&device)?;
-                let latent = SIDE / config.downsample_factor();
                 let ae = &model.autoencoder;
-                let flops = [
-                    ae.encoder.flops(SIDE, SIDE),
-                    model.unet.flops(latent, latent),
-                    ae.decoder.flops(latent, latent),
-                ];
-                let gflops_by_part = flops.map(|f| f as f64 / 1e9 / mp);
+                let gflops_by_part = model.gflops_per_output_megapixel();
                 Ok(PresetCost {
                     name: name.to_string(),
                     parameters: model.num_params(),

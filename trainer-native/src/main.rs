@@ -115,8 +115,10 @@ enum Command {
         #[arg(long)]
         trained_part: Option<String>,
     },
-    /// PSNR-Y / SSIM-Y of bicubic and of weight files on HR images (LR by antialiased
-    /// bicubic, by the seeded Real-ESRGAN degradation, or real LR/HR pairs); prints a table.
+    /// The quality table of bicubic, Lanczos, other upscalers' saved outputs and weight files
+    /// on HR images (LR by antialiased bicubic, by the seeded Real-ESRGAN degradation, or real
+    /// LR/HR pairs): PSNR-Y, SSIM-Y, MS-SSIM, GMSD, HaarPSI, optionally NIQE and BRISQUE and
+    /// the GDPO reward's terms (docs/quality.md).
     Eval {
         /// Folder of HR images (searched recursively).
         #[arg(long)]
@@ -131,6 +133,25 @@ enum Command {
         /// A model row: NAME=WEIGHTS or just WEIGHTS (repeatable).
         #[arg(long = "weights")]
         models: Vec<String>,
+        /// A row of another upscaler's outputs: NAME=FOLDER, one image per HR, same stem, HR
+        /// size (repeatable; e.g. the peers of scripts/quality.sh, run on `--save-lr`'s LR).
+        #[arg(long = "sr", value_name = "NAME=FOLDER")]
+        precomputed: Vec<String>,
+        /// Report the standard NIQE and BRISQUE, and the HR images' own (models from this
+        /// folder, SHA-256 checked; `--standard-iqa` alone: ../shared/iqa).
+        #[arg(long, value_name = "DIR", num_args = 0..=1,
+              default_missing_value = trainer_native::iqa::DEFAULT_DIR)]
+        standard_iqa: Option<PathBuf>,
+        /// Write the LR inputs here (`<stem>.png`, 8-bit, exactly what every row sees).
+        #[arg(long, value_name = "DIR")]
+        save_lr: Option<PathBuf>,
+        /// Write, per image, the same crop of the HR and of every row side by side
+        /// (`DIR/<stem>.png`; the crop is the most detailed window of the HR).
+        #[arg(long, value_name = "DIR")]
+        crops: Option<PathBuf>,
+        /// Side of those crops in HR pixels.
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+        crop_side: u32,
         /// (`--seed` also seeds the degradation.)
         #[command(flatten)]
         inference: InferenceArgs,
@@ -153,8 +174,9 @@ enum Command {
         /// Report the NSS naturalness term (a `fit-nss` model) and the pooled GDPO reward.
         #[arg(long)]
         nss: Option<PathBuf>,
-        /// Report standard no-reference metrics (comma-separated: niqe, brisque; lower is
-        /// better, the columns show them negated as reward terms), from ../shared/iqa.
+        /// Add NIQE / BRISQUE as GDPO reward terms (comma-separated: niqe, brisque): negated
+        /// columns and the pooled reward, from ../shared/iqa. For the metrics themselves, with
+        /// the HR's own, use `--standard-iqa`.
         #[arg(long, value_delimiter = ',')]
         iqa: Vec<trainer_native::reward::IqaTermName>,
         /// Pool bicubic with the models for the reward (by default, with two or more models,
@@ -425,6 +447,11 @@ fn main() -> anyhow::Result<()> {
             nss,
             iqa,
             reward_with_bicubic,
+            precomputed,
+            standard_iqa,
+            save_lr,
+            crops,
+            crop_side,
         } => {
             let lr_source = match (lr, degrade) {
                 (Some(_), Some(_)) => anyhow::bail!("--lr and --degrade exclude each other"),
@@ -443,6 +470,15 @@ fn main() -> anyhow::Result<()> {
                 }
                 (None, None) => LrSource::Bicubic,
             };
+            let precomputed = precomputed
+                .iter()
+                .map(|m| match m.split_once('=') {
+                    Some((name, dir)) if !name.is_empty() => {
+                        Ok((name.to_string(), PathBuf::from(dir)))
+                    }
+                    _ => Err(anyhow::anyhow!("--sr {m}: expected NAME=FOLDER")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let models = models
                 .iter()
                 .map(|m| match m.split_once('=') {
@@ -461,6 +497,7 @@ fn main() -> anyhow::Result<()> {
                     hr: &hr,
                     lr: lr_source,
                     models,
+                    precomputed,
                     options: inference.options(),
                     border,
                     limit,
@@ -474,6 +511,12 @@ fn main() -> anyhow::Result<()> {
                         },
                     },
                     reward_with_bicubic,
+                    standard_iqa,
+                    save_lr,
+                    crops: crops.map(|dir| trainer_native::eval::Crops {
+                        dir,
+                        side: crop_side as usize,
+                    }),
                 },
             )?;
             let table = report.markdown(&format!("x{} on {}", inference.scale, hr.display()));

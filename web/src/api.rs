@@ -75,6 +75,8 @@ export interface UpscalerInfo {
   maxBufferBytes: number;
   preset: string;
   parameters: number;
+  /** The model's cost per output megapixel (GFLOP, counted layer by layer), for time estimates. */
+  gflopsPerOutputMegapixel: number;
   maxOutputPixels: number;
   maxScale: number;
 }
@@ -93,6 +95,7 @@ struct InfoReport<'a> {
     engine: &'a crate::engine::EngineReport,
     preset: &'a str,
     parameters: usize,
+    gflops_per_output_megapixel: f64,
     max_output_pixels: usize,
     max_scale: usize,
 }
@@ -125,6 +128,7 @@ impl Upscaler {
             engine: self.engine.report(),
             preset: &self.engine.config().name,
             parameters: self.engine.parameters(),
+            gflops_per_output_megapixel: self.engine.gflops_per_output_megapixel(),
             max_output_pixels: MAX_OUTPUT_PIXELS,
             max_scale: MAX_SCALE,
         };

@@ -173,6 +173,16 @@ impl Engine {
         }
     }
 
+    /// GFLOPs of the model per output megapixel (`Naosd::gflops_per_output_megapixel`, as
+    /// `trainer-native info` counts them): what a time estimate scales with.
+    pub fn gflops_per_output_megapixel(&self) -> f64 {
+        let parts = match self {
+            Self::WebGpu { model, .. } => model.gflops_per_output_megapixel(),
+            Self::Cpu { model, .. } => model.gflops_per_output_megapixel(),
+        };
+        parts.iter().sum()
+    }
+
     /// The tiles used when the caller does not choose: sized from the backend's buffer limit.
     pub fn default_tiles(&self, scale: usize) -> TileOptions {
         TileOptions::for_device(self.config(), scale, self.report().max_buffer_bytes)

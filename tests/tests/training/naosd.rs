@@ -151,6 +151,20 @@ fn shipped_configs_parse() {
         trainer_native::read_toml(&root.join("gdpo-tiny.toml")).unwrap();
     assert_eq!((gdpo.group, gdpo.omega, gdpo.lora.rank), (6, 5000.0, 4));
     assert!(gdpo.reward.detail.discriminator.is_some() && gdpo.reward.detail.nss.is_some());
+    // The real model's GDPO rewards detail by the standard IQA pair, BRISQUE first.
+    let gdpo: trainer_native::stages::gdpo::GdpoConfig =
+        trainer_native::read_toml(&root.join("gdpo-taef2.toml")).unwrap();
+    assert_eq!((gdpo.group, gdpo.t_add, gdpo.t_diff), (6, 250, 100));
+    let names: Vec<String> = gdpo
+        .reward
+        .detail
+        .iqa
+        .terms
+        .iter()
+        .map(|t| format!("{t:?}").to_lowercase())
+        .collect();
+    assert_eq!(names, ["brisque", "niqe"]);
+    assert!(gdpo.reward.detail.discriminator.is_none() && gdpo.reward.detail.nss.is_none());
     // A typo is an error, not a silently ignored key.
     let dir = integration_tests::scratch_dir("config-typo");
     std::fs::write(

@@ -75,7 +75,7 @@ pub struct StepsArgs {
     /// GDPO group size G.
     #[arg(long, default_value_t = 6)]
     pub group: usize,
-    /// Widths of the NAOSD discriminator (configs/naosd-base.toml).
+    /// Widths of the NAOSD discriminator (as the removed `base` config; bench_torch.py too).
     #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
     pub disc_channels: Vec<usize>,
     /// LR sizes `HxW` of the inference timings (x4).
@@ -633,7 +633,7 @@ fn gdpo_forward_parts<B: Backend>(
     })
 }
 
-/// Single ops at the base preset's shapes for 1 MP of output (batch 1), forward and
+/// Single ops at the removed `base` preset's shapes for 1 MP of output (batch 1), forward and
 /// forward + backward: the list `bench_torch.py` measures on PyTorch.
 fn op_benchmarks<B: Backend>(args: &StepsArgs, device: &B::Device) -> Value {
     let (warmup, repeats) = (args.warmup, args.repeats.max(5));

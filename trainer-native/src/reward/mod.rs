@@ -317,8 +317,8 @@ impl std::str::FromStr for IqaTermName {
 }
 
 /// Standard no-reference IQA terms of the reward: a TOML table such as
-/// `terms = ["niqe", "brisque"]` (`dir` defaults to [`crate::iqa::DEFAULT_DIR`]). Not part of
-/// any default reward yet; [`DetailTerms`] can hold one as a field.
+/// `terms = ["niqe", "brisque"]` (`dir` defaults to [`crate::iqa::DEFAULT_DIR`]); the detail
+/// term of the real model's GDPO (`configs/gdpo-taef2.toml`: BRISQUE and NIQE).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IqaTerms {

@@ -126,7 +126,7 @@ impl RewardConfig {
         let detail = self.detail.build::<B>(device)?;
         ensure!(
             !detail.is_empty() || self.mode == RewardModeName::FidelityOnly,
-            "reward mode {:?} needs a detail term: set `discriminator` and/or `nss`",
+            "reward mode {:?} needs a detail term: set `discriminator`, `nss` or `iqa.terms`",
             self.mode
         );
         Ok(Reward {
@@ -382,7 +382,10 @@ pub struct GroupStats {
 /// The stage with its data and frozen parts loaded.
 pub struct GdpoStage<B: AutodiffBackend> {
     config: GdpoConfig,
-    reference: Naosd<B>,
+    /// The frozen reference, on the inner backend: it never needs gradients, and its passes
+    /// (group sampling, re-encoding, its denoising errors) are most of a step's work, which
+    /// the autodiff wrapper would otherwise track op by op.
+    reference: Naosd<B::InnerBackend>,
     reward: Reward,
     dataset: ImageFolder,
     /// (HR, LR, ratios), degraded with a fixed seed.
@@ -391,7 +394,7 @@ pub struct GdpoStage<B: AutodiffBackend> {
     detail_names: Vec<&'static str>,
     /// The reference per device: its own device first, copies for the other devices of a
     /// data-parallel run as they are first asked for.
-    replicas: std::sync::Mutex<Vec<(B::Device, Naosd<B>)>>,
+    replicas: std::sync::Mutex<Vec<(B::Device, Naosd<B::InnerBackend>)>>,
 }
 
 const SAMPLE_NOISE: u64 = 0x6764_706f_5341;
@@ -431,7 +434,7 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             .into_iter()
             .map(|n| &*Box::leak(format!("detail_{n}").into_boxed_str()))
             .collect();
-        let reference = reference.no_grad();
+        let reference = reference.valid();
         let home = reference.devices().into_iter().next().context("a device")?;
         let replicas = std::sync::Mutex::new(vec![(home, reference.clone())]);
         Ok(Self {
@@ -446,7 +449,7 @@ impl<B: AutodiffBackend> GdpoStage<B> {
     }
 
     /// The frozen reference on `device` (copied there once, for data-parallel runs).
-    fn reference_on(&self, device: &B::Device) -> Naosd<B> {
+    fn reference_on(&self, device: &B::Device) -> Naosd<B::InnerBackend> {
         let mut replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, r)) = replicas.iter().find(|(d, _)| d == device) {
             return r.clone();
@@ -470,7 +473,7 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let (n_lr, group) = (batch.hr.len(), cfg.group);
         let n = n_lr * group;
         let first_stream = (batch.step * n) as u64;
-        let lr = batch.lr.to_tensor::<B>(device);
+        let lr = batch.lr.to_tensor::<B::InnerBackend>(device);
         let reference = self.reference_on(device);
 
         // 1-2. Group generation with the frozen reference.
@@ -482,7 +485,6 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let Groups { samples, z_lr } =
             sample_groups(&reference, lr, group, &cfg.inference_options(), noise)
                 .expect("timesteps validated");
-        let (samples, z_lr) = (samples.detach(), z_lr.detach());
 
         // 3. Rewards and advantages (host).
         let planars = tensor_to_planars(samples.clone()).expect("3-channel samples");
@@ -496,19 +498,20 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             scored.rewards.iter().map(|r| group_advantages(r)).collect();
 
         // 4. Re-encode, fresh noise shared by both models, noise at t_add.
-        let x0 = reference.encode(samples).detach();
+        let x0 = reference.encode(samples);
         let xi = NoiseSource {
             seed: cfg.train.seed ^ SHARED_NOISE,
             first_stream,
             latent_origin: (0, 0),
         }
-        .tensor::<B>(x0.dims(), device);
+        .tensor::<B::InnerBackend>(x0.dims(), device);
         let x_t = reference
             .schedule()
             .add_noise(x0, xi.clone(), cfg.t_add)
             .expect("t_add validated");
 
-        // 5. Per-sample denoising errors.
+        // 5. Per-sample denoising errors: the reference's without autodiff, the policy's
+        // (whose adapters train) with it, on the same inputs.
         let schedule = reference.schedule();
         let e_ref = denoising_errors(
             &reference.unet,
@@ -518,10 +521,17 @@ impl<B: AutodiffBackend> GdpoStage<B> {
             xi.clone(),
             cfg.t_diff,
         )
-        .detach()
         .reshape([n_lr, group]);
-        let e_theta = denoising_errors(&policy.unet, schedule, x_t, z_lr, xi, cfg.t_diff)
-            .reshape([n_lr, group]);
+        let e_ref = Tensor::<B, 2>::from_inner(e_ref);
+        let e_theta = denoising_errors(
+            &policy.unet,
+            schedule,
+            Tensor::from_inner(x_t),
+            Tensor::from_inner(z_lr),
+            Tensor::from_inner(xi),
+            cfg.t_diff,
+        )
+        .reshape([n_lr, group]);
 
         // 6. The preference loss.
         let flat: Vec<f32> = advantages.iter().flatten().map(|&a| a as f32).collect();
@@ -680,14 +690,14 @@ impl<B: AutodiffBackend> Stage<B> for GdpoStage<B> {
         if self.validation.is_empty() {
             return Ok(Vec::new());
         }
-        let reference = self.reference.valid();
-        let policy = unmerged_policy(&reference, ema);
+        let reference = &self.reference;
+        let policy = unmerged_policy(reference, ema);
         let options = self.config.inference_options();
         let seeds = self.config.validation_seeds;
         let mut sums = vec![0.0; 4 + 2 * self.reward.detail.len()];
         for (i, (hr, lr, ratios)) in self.validation.iter().enumerate() {
             let outputs = [
-                Self::samples_of(&reference, lr, &options, seeds)?,
+                Self::samples_of(reference, lr, &options, seeds)?,
                 Self::samples_of(&policy, lr, &options, seeds)?,
             ];
             let rewards = pooled_method_rewards(&self.reward, hr, *ratios, &outputs);
