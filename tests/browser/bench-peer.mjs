@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { cpus, loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { DIST, ROOT, SCRATCH, SHIPPED_WEIGHTS as WEIGHTS, encodePng, launch, serveStatic, startServer, testImage } from "./harness.mjs";
+import { DIST, ROOT, SCRATCH, SHIPPED_WEIGHTS as WEIGHTS, encodePng, launch, nativeGflopsPerOutputMp, serveStatic, startServer, testImage } from "./harness.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -226,7 +226,7 @@ for (const backend of ["wgpu", "cpu"]) {
 // Our model's cost, from the same binary (`info`: GFLOPs per output MP of each preset).
 try {
   const preset = rows.find((r) => r.who.startsWith("ours ("))?.who.match(/, (\w+) preset/)?.[1];
-  const gflops = Number(execFileSync(trainer, ["info"], { encoding: "utf8" }).match(new RegExp(`^\\| ${preset} \\|[^|]*\\| ([\\d.]+)`, "m"))[1]);
+  const gflops = nativeGflopsPerOutputMp(trainer, preset);
   for (const r of rows) if (r.who.startsWith("ours")) r.gflops_per_out_mp = gflops;
 } catch (e) {
   notes.push(`could not read our model's GFLOPs from trainer-native info: ${String(e.message).split("\n")[0]}`);

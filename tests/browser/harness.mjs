@@ -77,6 +77,14 @@ export function serveStatic(root) {
     resolve({ origin: `http://127.0.0.1:${server.address().port}`, close: () => server.close() })));
 }
 
+/** GFLOPs per output megapixel of `preset`, as `trainer-native info` (binary `trainer`) prints it. */
+export function nativeGflopsPerOutputMp(trainer, preset) {
+  const table = execFileSync(trainer, ["info"], { encoding: "utf8" });
+  const row = table.match(new RegExp(`^\\| ${preset} \\|[^|]*\\| ([\\d.]+)`, "m"));
+  if (!row) throw new Error(`trainer-native info has no row for the preset ${preset}`);
+  return Number(row[1]);
+}
+
 /** Headless Chromium; `webgpu: false` launches it without WebGPU (the CPU fallback). */
 export async function launch({ webgpu = true } = {}) {
   const args = [...BASE_FLAGS];

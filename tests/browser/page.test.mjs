@@ -5,9 +5,9 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { execFileSync } from "node:child_process";
 import {
   ROOT, TRAINER, startServer, launch, testImage, encodePng, nativeUpscale, maxAbsDiff,
+  nativeGflopsPerOutputMp,
 } from "./harness.mjs";
 
 let server;
@@ -123,8 +123,7 @@ test("info() reports the model's FLOPs per output megapixel as the native CLI co
     u.terminate();
     return { preset: info.preset, gflops: info.gflopsPerOutputMegapixel };
   });
-  const table = execFileSync(TRAINER, ["info"], { encoding: "utf8" });
-  const native = Number(table.match(new RegExp(`^\\| ${gflops.preset} \\|[^|]*\\| ([\\d.]+)`, "m"))[1]);
+  const native = nativeGflopsPerOutputMp(TRAINER, gflops.preset);
   assert.ok(Math.abs(gflops.gflops - native) < 0.05 + 1e-3 * native, `${gflops.gflops} vs native ${native}`);
 });
 

@@ -1,4 +1,4 @@
-cd /work/main
+cd "$(dirname "$0")/../../.."
 date -u; uptime
 export LD_LIBRARY_PATH=$PWD/.venv-bench/libtorch/lib
 .venv-bench/bin/python tests/pytorch/bench_torch.py --json target/bench/r9-torch.json --inputs 256x256 --repeats 9 --skip breakdown,ops,flops 2>&1 | grep -v '^ '

@@ -1,4 +1,4 @@
-cd /work/main
+cd "$(dirname "$0")/../../.."
 T=$(pgrep -f 'runs/piece-.*/trainer-native naosd')
 P="$(pgrep -f 'peer-upscale|chromium|quality.sh')"
 trap 'kill -CONT $T $P' EXIT

@@ -59,7 +59,9 @@ fn rows(table: &str) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
-fn eval(args: &[&str], dir: &Path) -> Vec<(String, f64, f64)> {
+/// Runs `trainer-native eval ARGS --out DIR/table.md`, which must succeed; the table's text
+/// and rows.
+fn eval_table(args: &[&str], dir: &Path) -> (String, Vec<TableRow>) {
     let out = dir.join("table.md");
     let status = Command::new(trainer_binary())
         .arg("eval")
@@ -69,7 +71,13 @@ fn eval(args: &[&str], dir: &Path) -> Vec<(String, f64, f64)> {
         .status()
         .unwrap();
     assert!(status.success());
-    rows(&std::fs::read_to_string(out).unwrap())
+    let text = std::fs::read_to_string(out).unwrap();
+    let rows = table_rows(&text);
+    (text, rows)
+}
+
+fn eval(args: &[&str], dir: &Path) -> Vec<(String, f64, f64)> {
+    rows(&eval_table(args, dir).0)
 }
 
 #[test]
@@ -152,27 +160,23 @@ fn eval_reports_the_gdpo_detail_terms_and_the_pooled_reward() {
     assert!(status.success());
     let weights = dir.join("tiny.safetensors");
     init_tiny_f32(&weights);
-    let table = |extra: &[&str]| -> (String, Vec<TableRow>) {
-        let out = dir.join("table.md");
-        let status = Command::new(trainer_binary())
-            .args([
-                "eval",
-                "--hr",
-                hr.to_str().unwrap(),
-                "--nss",
-                nss.to_str().unwrap(),
-            ])
-            .args(["--weights", &format!("a={}", weights.display())])
-            .args(["--weights", &format!("b={}", weights.display())])
-            .args(extra)
-            .arg("--out")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let text = std::fs::read_to_string(out).unwrap();
-        let rows = table_rows(&text);
-        (text, rows)
+    let (a, b) = (
+        format!("a={}", weights.display()),
+        format!("b={}", weights.display()),
+    );
+    let table = |extra: &[&str]| {
+        let mut args = vec![
+            "--hr",
+            hr.to_str().unwrap(),
+            "--nss",
+            nss.to_str().unwrap(),
+            "--weights",
+            &a,
+            "--weights",
+            &b,
+        ];
+        args.extend_from_slice(extra);
+        eval_table(&args, &dir)
     };
     let (text, rows) = table(&[]);
     assert!(
@@ -335,17 +339,15 @@ fn eval_reports_standard_niqe_and_brisque_with_the_hr_as_reference() {
             .save(hr.join(format!("{name}.png")))
             .unwrap();
     }
-    let out = dir.join("table.md");
-    let status = Command::new(trainer_binary())
-        .args(["eval", "--hr", hr.to_str().unwrap(), "--standard-iqa"])
-        .arg(&iqa)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(out).unwrap();
-    let rows = table_rows(&text);
+    let (text, rows) = eval_table(
+        &[
+            "--hr",
+            hr.to_str().unwrap(),
+            "--standard-iqa",
+            iqa.to_str().unwrap(),
+        ],
+        &dir,
+    );
     assert_eq!(
         methods(&rows),
         ["HR (reference)", "bicubic", "lanczos"],

@@ -1,5 +1,5 @@
 set -x
-cd /work/main
+cd "$(dirname "$0")/../../../.."
 T=$(pgrep -f 'runs/piece-.*/trainer-native naosd')
 P="$(pgrep -f 'peer-upscale|chromium|quality.sh') "
 kill -STOP $T $P
