@@ -168,9 +168,10 @@ async function run() {
       onProgress: ({ done, total }) => {
         $("progress").value = done / total;
         $("progress").dataset.events = String(Number($("progress").dataset.events) + 1);
-        // Time left from the tiles done so far (the same tile size throughout).
+        // Time left from the steps done so far (encode and decode steps of one tile size
+        // cost about the same; the one whole-image step is small).
         const left = ((performance.now() - started) / 1000) * (total - done) / Math.max(done, 1);
-        status(`Upscaling… tile ${done} of ${total}${done < total ? `, ${formatSeconds(left)} left` : ""}`);
+        status(`Upscaling… step ${done} of ${total}${done < total ? `, ${formatSeconds(left)} left` : ""}`);
       },
     });
     if (resultUrl) URL.revokeObjectURL(resultUrl);

@@ -143,6 +143,10 @@ impl<B: Backend> LoraTarget<B> for ResBlock<B> {
     }
 }
 
+/// Largest attention score matrix computed at once, in bytes: larger ones are computed in
+/// chunks of queries (whole-image latents in the tiler's global step).
+pub const ATTENTION_SCORE_BYTES: usize = 32 << 20;
+
 /// Multi-head self-attention over the spatial positions of a feature map, with a residual.
 #[derive(Module, Debug)]
 pub struct SpatialAttention<B: Backend> {
@@ -174,6 +178,11 @@ impl<B: Backend> SpatialAttention<B> {
     /// # Shapes
     /// `[n, c, h, w] -> [n, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_in_chunks(x, ATTENTION_SCORE_BYTES)
+    }
+
+    /// [`Self::forward`] with score matrices of at most `score_bytes` (at least one query).
+    fn forward_in_chunks(&self, x: Tensor<B, 4>, score_bytes: usize) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
         let (heads, tokens) = (self.heads, h * w);
         let head_dim = c / heads;
@@ -187,10 +196,27 @@ impl<B: Backend> SpatialAttention<B> {
         let q = split(self.to_q.forward(seq.clone()));
         let k = split(self.to_k.forward(seq.clone()));
         let v = split(self.to_v.forward(seq));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (head_dim as f64).sqrt());
-        let attended = activation::softmax(scores, 3).matmul(v); // [n, heads, tokens, head_dim]
+        // Queries in chunks whose score matrix stays within `score_bytes`: the same
+        // numbers (each query's softmax needs all keys, not other queries), without a
+        // tokens x tokens matrix per head on whole-image latents.
+        let chunk = (score_bytes / (4 * n * heads * tokens)).clamp(1, tokens);
+        let k_t = k.swap_dims(2, 3);
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let attend = |q: Tensor<B, 4>| {
+            activation::softmax(q.matmul(k_t.clone()).mul_scalar(scale), 3).matmul(v.clone())
+        };
+        let attended = if chunk >= tokens {
+            attend(q)
+        } else {
+            let parts = (0..tokens)
+                .step_by(chunk)
+                .map(|start| {
+                    let end = (start + chunk).min(tokens);
+                    attend(q.clone().slice([0..n, 0..heads, start..end, 0..head_dim]))
+                })
+                .collect();
+            Tensor::cat(parts, 2)
+        }; // [n, heads, tokens, head_dim]
         let merged = attended.swap_dims(1, 2).reshape([n, tokens, c]);
         let out = self
             .to_out
@@ -281,6 +307,24 @@ mod tests {
         assert_eq!(max_abs_diff(attn.forward(x.clone()), x.clone()), 0.0);
         let widen = ResBlock::new(8, 12, None, 4, &dev);
         assert_eq!(widen.forward(x, None).dims(), [2, 12, 5, 6]);
+    }
+
+    /// Queries in chunks give the numbers of the whole score matrix.
+    #[test]
+    fn chunked_attention_equals_whole_attention() {
+        let dev = device();
+        let attn =
+            crate::test_backend::randomise(SpatialAttention::new(8, 2, 4, &dev), |_| true, 0.3);
+        let x =
+            Tensor::<TestBackend, 4>::random([2, 8, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+        // 35 tokens: 4 * 2 * 2 * 35 bytes per query row, so chunks of 3 queries.
+        let chunked = attn.forward_in_chunks(x.clone(), 4 * 2 * 2 * 35 * 3);
+        let whole = attn.forward_in_chunks(x.clone(), usize::MAX / 2);
+        assert!(max_abs_diff(chunked, whole.clone()) < 1e-5);
+        assert!(
+            max_abs_diff(whole, x) > 1e-2,
+            "the attention is not the identity"
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - [`conv`]: the layers' convolution, native or im2col + matrix product (faster on CUDA);
 //! - [`weights`]: the portable, hashed, f16 weight file (bytes in, bytes out);
 //! - [`noise`]: the seeded, portable noise field shared by every backend;
-//! - [`tiling`]: tiled inference with global noise coordinates and blended overlaps.
+//! - [`tiling`]: exact tiled inference (local parts per tile with a halo, the global parts once
+//!   on the whole 1/8-resolution latent).
 //!
 //! The crate enables no burn backend and does no IO: randomness comes in as a seed.
 

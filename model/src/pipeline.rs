@@ -276,12 +276,62 @@ impl<B: Backend> Naosd<B> {
         Ok((pad_to(h), pad_to(w)))
     }
 
-    /// The whole pipeline on a batch of LR images in [-1, 1], any size: the LR is edge-padded
-    /// on the bottom/right to a size the network accepts and the output cropped back.
+    /// The local part of step 2 (`crate::autoencoder` module docs): the encoder up to its
+    /// last stride-2 convolution, on `LRup` or a window of it.
     ///
-    /// The noise is the window of the seed's [`NoiseField`] at `latent_origin` (global latent
-    /// coordinates: tiles of a large image pass their offset; a whole image passes `(0, 0)`);
-    /// batch element `b` uses noise stream `b`.
+    /// # Shapes
+    /// `[n, 3, H, W] -> [n, c, H / f, W / f]`
+    pub fn encode_features(&self, lr_up: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.autoencoder.encoder.forward_local(lr_up)
+    }
+
+    /// The global part of the pipeline, on whole-image 1/8 feature maps: the encoder's
+    /// midblocks (`z_lr = k * E`), noise at `t_add` from the seed's field at the origin,
+    /// one UNet call at `t_diff`, the x0 formula, and the decoder's midblocks on `z0 / k`.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for timesteps outside the schedule.
+    pub fn global_features(
+        &self,
+        features: Tensor<B, 4>,
+        seed: u64,
+        t_add: usize,
+        t_diff: usize,
+    ) -> Result<Tensor<B, 4>> {
+        let k = self.config.latent_scale;
+        let z_lr = self
+            .autoencoder
+            .encoder
+            .forward_global(features)
+            .mul_scalar(k);
+        let noise = NoiseSource {
+            seed,
+            first_stream: 0,
+            latent_origin: (0, 0),
+        };
+        let z0 = self.denoise_latent(z_lr, noise, t_add, t_diff)?;
+        Ok(self.autoencoder.decoder.forward_global(z0.div_scalar(k)))
+    }
+
+    /// The local part of step 6: the decoder's 2x stages on decoder features (or a window of
+    /// them), clamped to [-1, 1]. With [`Self::global_features`] it is [`Self::decode`].
+    ///
+    /// # Shapes
+    /// `[n, c, h, w] -> [n, 3, h * f, w * f]`
+    pub fn decode_features(&self, features: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.autoencoder
+            .decoder
+            .forward_local(features)
+            .clamp(-1.0, 1.0)
+    }
+
+    /// The whole pipeline on a batch of LR images in [-1, 1], any size: the LR is edge-padded
+    /// on the bottom/right to a size the network accepts and the output cropped back. Runs
+    /// the three parts that [`crate::TiledUpscale`] runs step by step, so tiled and untiled
+    /// outputs agree.
+    ///
+    /// The noise is the window of the seed's [`NoiseField`] at the origin; batch element `b`
+    /// uses noise stream `b`.
     ///
     /// # Shapes
     /// `[n, 3, h, w] -> [n, 3, h * s, w * s]`
@@ -289,35 +339,20 @@ impl<B: Backend> Naosd<B> {
     /// # Errors
     /// [`ModelError::InvalidInput`] for an empty image, a wrong channel count, a scale outside
     /// `1..=MAX_SCALE` or timesteps outside the schedule.
-    pub fn upscale_at(
-        &self,
-        lr: Tensor<B, 4>,
-        options: &NaosdOptions,
-        latent_origin: (usize, usize),
-    ) -> Result<Tensor<B, 4>> {
+    pub fn upscale(&self, lr: Tensor<B, 4>, options: &NaosdOptions) -> Result<Tensor<B, 4>> {
         let dims = lr.dims();
         let [n, _, h, w] = dims;
         let (ph, pw) = self.padded_size(dims, options)?;
         let lr = lr.pad([(0, 0), (0, 0), (0, ph - h), (0, pw - w)], PadMode::Edge);
-        let noise = NoiseSource {
-            seed: options.seed,
-            first_stream: 0,
-            latent_origin,
-        };
-        let (lr_up, z0) =
-            self.clean_latent(lr, options.scale, noise, options.t_add, options.t_diff)?;
         let s = options.scale;
-        // 6. Decode, colour fix, crop.
-        let sr = colour::apply(options.colour_fix, self.decode(z0), lr_up).clamp(-1.0, 1.0);
+        // 1. LRup; 2-5 and D's midblocks; 6. decode, colour fix, crop.
+        let lr_up = bicubic_upsample(lr, s);
+        let features = self.encode_features(lr_up.clone());
+        let features =
+            self.global_features(features, options.seed, options.t_add, options.t_diff)?;
+        let sr = self.decode_features(features);
+        let sr = colour::apply(options.colour_fix, sr, lr_up).clamp(-1.0, 1.0);
         Ok(sr.slice([0..n, 0..dims[1], 0..h * s, 0..w * s]))
-    }
-
-    /// [`Self::upscale_at`] for a whole image (noise window at the origin).
-    ///
-    /// # Errors
-    /// As [`Self::upscale_at`].
-    pub fn upscale(&self, lr: Tensor<B, 4>, options: &NaosdOptions) -> Result<Tensor<B, 4>> {
-        self.upscale_at(lr, options, (0, 0))
     }
 
     /// FLOPs of one upscale producing `out_h x out_w` (multiples of the size multiple),

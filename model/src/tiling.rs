@@ -1,29 +1,51 @@
-//! Tiled inference: any image size with bounded device memory, the same on every platform.
+//! Tiled inference: any image size with bounded device memory, and exactly the untiled output.
 //!
-//! A large LR image is cut into overlapping tiles; each tile runs the whole one-step pipeline
-//! ([`Naosd::upscale_at`]) with the noise window of its *global* latent position, and the
-//! upscaled tiles are blended on the host with separable linear ramps across the overlaps.
-//! Because the noise is addressed by global coordinates ([`crate::NoiseField`]), two tiles
-//! that overlap see the same noise there, and a tile whose receptive field fits inside the
-//! overlap reproduces the untiled output; what remains is the network's long-range context
-//! (the UNet's middle self-attention), which the ramps smooth over.
+//! The pipeline has two kinds of parts (docs/architecture.md, "Autoencoder split"):
+//!
+//! - **local**, at full to 1/4 resolution: the bicubic `LRup`, the encoder up to its last
+//!   stride-2 convolution, the decoder's 2x stages and the colour fixes. Pure convolutions with
+//!   a receptive field of at most [`LOCAL_HALO_LATENT`] latent cells: nearly all the FLOPs and
+//!   all the large tensors.
+//! - **global**, at 1/8 resolution: the autoencoder's midblocks (GroupNorm over the whole
+//!   feature map), the noise, and the UNet (GroupNorm and self-attention over the whole
+//!   latent). About 3 % of the FLOPs of the shipped model.
+//!
+//! So a job runs in three phases of steps ([`Step`]):
+//!
+//! 1. **Encode**, one step per tile: the local encoder on the tile plus a halo of
+//!    [`LOCAL_HALO_LATENT`] cells; the interior of its 1/8 feature map equals the whole-image
+//!    computation there and is copied into a whole-image feature map on the host.
+//! 2. **Global**, one step: the rest of the pipeline up to the decoder's midblocks, on the
+//!    whole feature map, with the noise of the whole image.
+//! 3. **Decode**, one step per tile: the local decoder (and the colour fix) on the tile's
+//!    features plus the halo; the interior of its output is copied into the output.
+//!
+//! Tiles do not overlap and nothing is blended: the result is the untiled pipeline's, up to
+//! float rounding, for every tile size. The AdaIN colour fix matches statistics of the whole
+//! image, so its decode steps also return `LRup`, the host sums both images' per-channel
+//! moments over the tiles, and applies the fix when the job finishes.
 //!
 //! The job is a small state machine ([`TiledUpscale`]) rather than one function because its
 //! callers read results back differently: natively with a blocking read, in the browser with
-//! an `await` between tiles (which is also where progress and cancellation happen). The
-//! native and the browser front-ends drive the same plan, so for the same weights, seed and
-//! tile size they produce the same output.
+//! an `await` between steps (which is also where progress and cancellation happen). The
+//! native and the browser front-ends drive the same plan, so for the same weights and seed
+//! they produce the same output.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::{
+    autoencoder::LOCAL_HALO_LATENT,
+    blocks::ATTENTION_SCORE_BYTES,
+    colour::{self, ColourFix},
     error::{ModelError, Result},
     pipeline::{MAX_SCALE, Naosd, NaosdOptions},
     preset::ModelConfig,
+    resample::bicubic_upsample,
 };
 
 /// Largest output the tiler accepts, in pixels (64 MP, e.g. 8192 x 8192): the host holds
-/// the output as f32, 12 bytes per pixel, so this bounds host memory at 768 MiB.
+/// the output as f32, 12 bytes per pixel, so this bounds host memory at 768 MiB (plus the
+/// whole-image 1/8 feature map, 4 bytes per output pixel for the shipped model).
 pub const MAX_OUTPUT_PIXELS: usize = 64 << 20;
 
 /// Output tiles are capped at this side: larger tiles hardly run faster and make progress
@@ -131,207 +153,189 @@ impl HostImage {
             .collect()
     }
 
-    /// The `h x w` window at `(y, x)` as a `[1, C, h, w]` tensor.
+    /// The `h x w` window at `(y, x)` as a `[1, C, h, w]` tensor. Rows and columns past the
+    /// bottom and right edges repeat the last ones (the pipeline's edge padding).
     fn crop_tensor<B: Backend>(
         &self,
         (y, x, h, w): (usize, usize, usize, usize),
         device: &B::Device,
     ) -> Tensor<B, 4> {
         let mut out = Vec::with_capacity(self.channels * h * w);
+        let last_col = self.width - 1;
         for c in 0..self.channels {
             for row in y..y + h {
-                let start = (c * self.height + row) * self.width + x;
-                out.extend_from_slice(&self.data[start..start + w]);
+                let line = &self.data[(c * self.height + row.min(self.height - 1)) * self.width..]
+                    [..self.width];
+                if x + w <= self.width {
+                    out.extend_from_slice(&line[x..x + w]);
+                } else {
+                    out.extend((x..x + w).map(|col| line[col.min(last_col)]));
+                }
             }
         }
         Tensor::from_data(TensorData::new(out, [1, self.channels, h, w]), device)
     }
 }
 
-/// How an image is cut into tiles, in LR (input) pixels.
+/// How an image is cut into tiles for the full-resolution steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TileOptions {
-    /// Side of a tile; images no larger than this in both sides run as one tile.
+    /// Side of a tile in LR (input) pixels, without its halo; images no larger than this in
+    /// both sides run as one tile. It changes speed and memory, never the output.
     pub tile: usize,
-    /// Overlap between neighbouring tiles.
-    pub overlap: usize,
 }
 
 impl TileOptions {
     /// Tiles for a device whose largest single buffer may hold `max_buffer_bytes`: the
-    /// largest output tile (up to [`MAX_OUTPUT_TILE`]) whose biggest activation, estimated by
-    /// [`largest_activation_bytes`], takes at most half of that, and an overlap of an eighth
-    /// of the tile.
+    /// largest output tile (up to [`MAX_OUTPUT_TILE`]) whose biggest tensor, halo included
+    /// ([`local_step_bytes`]), takes at most half of that.
     pub fn for_device(config: &ModelConfig, scale: usize, max_buffer_bytes: u64) -> Self {
         let scale = scale.clamp(1, MAX_SCALE);
-        let m = config.size_multiple();
-        let mut out = (MAX_OUTPUT_TILE / m).max(1) * m;
-        while out > m && largest_activation_bytes(config, out, out) > max_buffer_bytes / 2 {
-            out -= m;
+        let f = config.downsample_factor();
+        let mut out = (MAX_OUTPUT_TILE / f).max(1) * f;
+        while out > f && local_step_bytes(config, out, out) > max_buffer_bytes / 2 {
+            out -= f;
         }
-        let tile = (out / scale).max(1);
         Self {
-            tile,
-            overlap: (tile / 8).max(1),
+            tile: (out / scale).max(1),
         }
     }
 }
 
-/// Estimated bytes of the largest single f32 tensor of one upscale at `out_h x out_w`: the
-/// full-resolution image, the first autoencoder level, the UNet's first level, or the
-/// middle self-attention matrix (which grows with the square of the token count).
-pub fn largest_activation_bytes(config: &ModelConfig, out_h: usize, out_w: usize) -> u64 {
-    let pixels = (out_h * out_w) as u64;
-    // E's first and D's last layers run at full resolution with `channels` channels.
-    let ae_first = pixels * config.autoencoder.channels as u64;
-    let f = config.downsample_factor() as u64;
-    let latent = pixels / (f * f);
-    let unet_first = latent * config.unet.channels[0] as u64 * 2;
-    let deepest = latent >> (2 * (config.unet.channels.len() - 1));
-    let attention = deepest * deepest * config.unet.attention_heads as u64;
-    4 * [3 * pixels, ae_first, unet_first, attention]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
+/// Estimated bytes of the largest f32 tensor of an encode or decode step whose tile covers
+/// `out_h x out_w` output pixels: the autoencoder's full-resolution features over the tile
+/// and its halo on every side (AdaIN's decode steps return 6 channels).
+pub fn local_step_bytes(config: &ModelConfig, out_h: usize, out_w: usize) -> u64 {
+    let halo = 2 * LOCAL_HALO_LATENT * config.downsample_factor();
+    let pixels = ((out_h + halo) * (out_w + halo)) as u64;
+    let channels = config.autoencoder.channels.max(2 * config.image_channels) as u64;
+    4 * pixels * channels
 }
 
-/// One tile: an LR rectangle and its place in the output.
+/// Estimated bytes of the largest f32 tensor of the global step of an `out_h x out_w`
+/// output: the widest 1/8-resolution feature map (a midblock's global branch at 4x the
+/// autoencoder's channels, or the UNet's first level) or one chunk of the UNet's attention
+/// scores, whichever is larger.
+pub fn global_step_bytes(config: &ModelConfig, out_h: usize, out_w: usize) -> u64 {
+    let (m, f) = (config.size_multiple(), config.downsample_factor());
+    let cells = (out_h.div_ceil(m) * m / f) * (out_w.div_ceil(m) * m / f);
+    let widest = [
+        4 * config.autoencoder.channels,
+        2 * config.latent_channels,
+        config.unet.channels[0],
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    (4 * (cells * widest) as u64).max(ATTENTION_SCORE_BYTES as u64)
+}
+
+/// One tile: a rectangle of cells of the latent grid (1/8 of the padded output), the unit of
+/// the encode and decode steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
     /// Row and column of the tile in the grid.
     pub row: usize,
     pub col: usize,
-    /// LR rectangle.
+    /// Latent cells (output pixels / 8) of the tile, without its halo.
     pub y: usize,
     pub x: usize,
     pub height: usize,
     pub width: usize,
 }
 
-/// Start positions and lengths of the tiles along one axis, plus each tile's blend weights.
-#[derive(Debug, Clone)]
-struct AxisPlan {
-    /// `(start, len)` in LR pixels.
-    spans: Vec<(usize, usize)>,
-    /// Per tile, the normalised blend weight of each output pixel it covers: the weights of
-    /// all tiles covering an output pixel sum to 1.
-    weights: Vec<Vec<f32>>,
+/// What step `index` of a [`TiledUpscale`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The local encoder on a tile and its halo.
+    Encode(Tile),
+    /// Midblocks, noise and UNet on the whole 1/8 feature map.
+    Global,
+    /// The local decoder (and colour fix) on a tile and its halo.
+    Decode(Tile),
 }
 
-impl AxisPlan {
-    /// The fewest tiles of at most `tile` pixels that overlap by about `overlap`, all of one
-    /// length (the last one up to `align - 1` longer), with starts on multiples of `align`,
-    /// spread evenly.
-    ///
-    /// The tiles share the length equally rather than each taking the full `tile`: full
-    /// tiles would overlap by whatever slack is left, computing pixels twice for nothing (at
-    /// 504 LR pixels and `tile` 256 three full tiles cover 768 pixels, 2.3x the image's area
-    /// in two dimensions; three equal tiles of 192 cover 576, 1.3x).
-    fn new(len: usize, tile: usize, overlap: usize, align: usize, scale: usize) -> Self {
-        let tile = tile.max(align).div_ceil(align) * align;
-        let spans = if len <= tile {
-            vec![(0, len)]
-        } else {
-            let stride = (tile.saturating_sub(overlap) / align).max(1) * align;
-            let count = (len - tile).div_ceil(stride) + 1;
-            // `len > tile`, so there are at least two tiles.
-            let spans_of = |t: usize| -> Vec<(usize, usize)> {
-                let last_start = (len - t) / align * align;
-                (0..count)
-                    .map(|i| {
-                        let start = (i * last_start / (count - 1)) / align * align;
-                        let end = if i + 1 == count { len } else { start + t };
-                        (start, end - start)
-                    })
-                    .collect()
-            };
-            let overlaps = |spans: &[(usize, usize)]| {
-                spans
-                    .windows(2)
-                    .all(|w| w[0].0 + w[0].1 >= w[1].0 + overlap)
-            };
-            // The equal share, grown by `align` until the aligned starts keep the overlap
-            // (at `tile` it is the full-tile plan, which is taken as it is).
-            let mut t = (len + (count - 1) * overlap)
-                .div_ceil(count)
-                .div_ceil(align)
-                * align;
-            loop {
-                let spans = spans_of(t.min(tile));
-                if t >= tile || overlaps(&spans) {
-                    break spans;
-                }
-                t += align;
-            }
+/// The fewest spans of at most `tile` cells covering `0..len`, without overlap, all of one
+/// length except that the first ones take the remainder one cell each.
+fn spans(len: usize, tile: usize) -> Vec<(usize, usize)> {
+    let count = len.div_ceil(tile.max(1));
+    let (base, extra) = (len / count, len % count);
+    let mut start = 0;
+    (0..count)
+        .map(|i| {
+            let n = base + usize::from(i < extra);
+            start += n;
+            (start - n, n)
+        })
+        .collect()
+}
+
+/// `start..start + len` grown by `halo` on both sides, clipped to `0..limit`.
+fn with_halo((start, len): (usize, usize), halo: usize, limit: usize) -> (usize, usize) {
+    (start.saturating_sub(halo), (start + len + halo).min(limit))
+}
+
+/// Running per-channel sums of the decoded image and of `LRup` over the padded image, for the
+/// whole-image AdaIN fix.
+#[derive(Debug, Clone, Default)]
+struct AdainMoments {
+    /// Per channel `[sum, sum of squares]` of the decoded image, then of `LRup`.
+    decoded: Vec<[f64; 2]>,
+    reference: Vec<[f64; 2]>,
+    pixels: f64,
+}
+
+impl AdainMoments {
+    /// `(x - mean_x) / std_x * std_ref + mean_ref` as a per-channel `(gain, offset)`, with
+    /// [`colour::adain`]'s biased variance and epsilon.
+    fn affine(&self) -> Vec<(f32, f32)> {
+        let stats = |[s, q]: [f64; 2]| {
+            let mean = s / self.pixels;
+            let var = (q / self.pixels - mean * mean).max(0.0);
+            (mean, (var + 1e-5).sqrt())
         };
-        // Linear ramps over each overlap (in output pixels), then normalised per pixel.
-        let out_len = len * scale;
-        let raw: Vec<Vec<f32>> = spans
+        self.decoded
             .iter()
-            .enumerate()
-            .map(|(i, &(start, n))| {
-                let (lo, hi) = (start * scale, (start + n) * scale);
-                let ramp_in = i
-                    .checked_sub(1)
-                    .map(|p| (spans[p].0 + spans[p].1) * scale - lo);
-                let ramp_out = spans.get(i + 1).map(|next| hi - next.0 * scale);
-                (lo..hi)
-                    .map(|p| {
-                        let mut w = 1.0f32;
-                        if let Some(r) = ramp_in.filter(|&r| r > 0) {
-                            w = w.min(((p - lo) as f32 + 0.5) / r as f32);
-                        }
-                        if let Some(r) = ramp_out.filter(|&r| r > 0) {
-                            w = w.min(((hi - p) as f32 - 0.5) / r as f32);
-                        }
-                        w.max(1e-3)
-                    })
-                    .collect()
+            .zip(&self.reference)
+            .map(|(&d, &r)| {
+                let ((md, sd), (mr, sr)) = (stats(d), stats(r));
+                let gain = sr / sd;
+                (gain as f32, (mr - md * gain) as f32)
             })
-            .collect();
-        let mut total = vec![0.0f32; out_len];
-        for (&(start, _), w) in spans.iter().zip(&raw) {
-            for (k, v) in w.iter().enumerate() {
-                total[start * scale + k] += v;
-            }
-        }
-        let weights = spans
-            .iter()
-            .zip(raw)
-            .map(|(&(start, _), w)| {
-                w.into_iter()
-                    .enumerate()
-                    .map(|(k, v)| v / total[start * scale + k])
-                    .collect()
-            })
-            .collect();
-        Self { spans, weights }
+            .collect()
     }
 }
 
-/// A tiled upscale of one image, driven tile by tile by the caller.
+/// An upscale of one image, driven step by step by the caller.
 ///
 /// ```text
 /// let mut job = TiledUpscale::new(model.config(), &image, &options, tiles)?;
 /// for i in 0..job.len() {
-///     let out = job.run(&model, &image, i, &device)?;  // launches the tile on the device
-///     job.blend(i, out.into_data())?;                  // or into_data_async().await
+///     let out = job.run(&model, &image, i, &device)?;  // launches step i on the device
+///     job.accept(i, out.into_data())?;                 // or into_data_async().await
 /// }
-/// let sr = job.finish();
+/// let sr = job.finish()?;
 /// ```
 #[derive(Debug, Clone)]
 pub struct TiledUpscale {
     options: NaosdOptions,
-    rows: AxisPlan,
-    cols: AxisPlan,
-    /// The autoencoder's factor f: a tile at LR `(y, x)` has latent origin `(y s / f, x s / f)`.
+    /// Size of the planned LR image, unpadded and padded to the network's size multiple.
+    lr_size: (usize, usize),
+    padded_lr: (usize, usize),
+    /// Tile spans in latent cells of the padded image, per axis.
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
     downsample: usize,
+    /// The whole-image 1/8 feature map: the encoder's until the global step, the decoder's
+    /// after it.
+    features: HostImage,
     output: HostImage,
-    blended: Vec<bool>,
+    adain: Option<AdainMoments>,
+    finished: Vec<bool>,
 }
 
 impl TiledUpscale {
-    /// Plans the tiles of `image` and allocates the output.
+    /// Plans the steps of `image` and allocates the output.
     ///
     /// # Errors
     /// [`ModelError::InvalidInput`] for an empty image, a channel count the model does not
@@ -358,64 +362,178 @@ impl TiledUpscale {
         if tiles.tile == 0 {
             return bad("tile size must be positive".into());
         }
-        // Tile starts on multiples of `align` put every tile on the untiled image's latent
-        // grid (integer noise origin) and UNet pooling grid.
+        // The LR is edge-padded so that its upscaled sides are multiples of the network's
+        // size multiple, exactly as `Naosd::upscale` pads it.
         let m = config.size_multiple();
-        let align = m / gcd(m, s);
-        let overlap = tiles.overlap.min(tiles.tile.saturating_sub(1));
-        let rows = AxisPlan::new(image.height, tiles.tile, overlap, align, s);
-        let cols = AxisPlan::new(image.width, tiles.tile, overlap, align, s);
-        let channels = image.channels;
+        let pad = |len: usize| {
+            (len..)
+                .find(|&l| (l * s).is_multiple_of(m))
+                .expect("a multiple exists")
+        };
+        let padded_lr = (pad(image.height), pad(image.width));
+        let f = config.downsample_factor();
+        let cells = (padded_lr.0 * s / f, padded_lr.1 * s / f);
+        let tile_cells = (tiles.tile * s / f).max(1);
+        let rows = spans(cells.0, tile_cells);
+        let cols = spans(cells.1, tile_cells);
+        let channels = config.autoencoder.channels;
         let (oh, ow) = (image.height * s, image.width * s);
         Ok(Self {
             options: options.clone(),
-            downsample: config.downsample_factor(),
-            blended: vec![false; rows.spans.len() * cols.spans.len()],
+            lr_size: (image.height, image.width),
+            padded_lr,
+            finished: vec![false; 2 * rows.len() * cols.len() + 1],
             rows,
             cols,
-            output: HostImage {
+            downsample: f,
+            features: HostImage {
                 channels,
+                height: cells.0,
+                width: cells.1,
+                data: vec![0.0; channels * cells.0 * cells.1],
+            },
+            output: HostImage {
+                channels: image.channels,
                 height: oh,
                 width: ow,
-                data: vec![0.0; channels * oh * ow],
+                data: vec![0.0; image.channels * oh * ow],
             },
+            adain: (options.colour_fix == ColourFix::Adain).then(|| AdainMoments {
+                decoded: vec![[0.0; 2]; image.channels],
+                reference: vec![[0.0; 2]; image.channels],
+                pixels: 0.0,
+            }),
         })
     }
 
-    /// Number of tiles.
+    /// Number of steps: an encode and a decode step per tile, and the global step.
     pub fn len(&self) -> usize {
-        self.blended.len()
+        self.finished.len()
     }
 
-    /// Whether the plan has no tiles (never: an image has at least one).
+    /// Whether the plan has no steps (never: an image has at least one tile).
     pub fn is_empty(&self) -> bool {
-        self.blended.is_empty()
+        self.finished.is_empty()
     }
 
-    /// Tile `index` (row-major).
+    /// Number of tiles of the encode and decode phases.
+    pub fn tiles(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// What step `index` computes.
     ///
-    /// # Panics
-    /// When `index >= self.len()`.
-    pub fn tile(&self, index: usize) -> Tile {
-        let (row, col) = (index / self.cols.spans.len(), index % self.cols.spans.len());
-        let (y, height) = self.rows.spans[row];
-        let (x, width) = self.cols.spans[col];
-        Tile {
-            row,
-            col,
-            y,
-            x,
-            height,
-            width,
+    /// # Errors
+    /// [`ModelError::InvalidInput`] when `index >= self.len()`.
+    pub fn step(&self, index: usize) -> Result<Step> {
+        let n = self.tiles();
+        let tile = |i: usize| {
+            let (row, col) = (i / self.cols.len(), i % self.cols.len());
+            let ((y, height), (x, width)) = (self.rows[row], self.cols[col]);
+            Tile {
+                row,
+                col,
+                y,
+                x,
+                height,
+                width,
+            }
+        };
+        match index {
+            i if i < n => Ok(Step::Encode(tile(i))),
+            i if i == n => Ok(Step::Global),
+            i if i <= 2 * n => Ok(Step::Decode(tile(i - n - 1))),
+            _ => Err(ModelError::InvalidInput(format!(
+                "step {index} of {}",
+                self.len()
+            ))),
         }
     }
 
-    /// Launches tile `index` of `image` on the model's device; read the result back and pass
-    /// it to [`Self::blend`].
+    /// The latent cells a step of tile `t` computes: the tile with its halo, clipped to the
+    /// padded image, as `(y0, y1, x0, x1)`.
+    pub fn window(&self, t: &Tile) -> (usize, usize, usize, usize) {
+        let (cy, cx) = (self.features.height, self.features.width);
+        let (y0, y1) = with_halo((t.y, t.height), LOCAL_HALO_LATENT, cy);
+        let (x0, x1) = with_halo((t.x, t.width), LOCAL_HALO_LATENT, cx);
+        (y0, y1, x0, x1)
+    }
+
+    /// What the job computes: the output pixels of the full-resolution steps (every tile's
+    /// window, halo included) and the FLOPs of all steps, counted layer by layer from the
+    /// weights' shapes (the midblocks as if on every window: a slight overcount, they run
+    /// once on the whole map).
+    pub fn work<B: Backend>(&self, model: &Naosd<B>) -> (usize, u64) {
+        let f = self.downsample;
+        let (encoder, decoder) = (&model.autoencoder.encoder, &model.autoencoder.decoder);
+        let (mut pixels, mut flops) = (0, 0);
+        for i in 0..self.tiles() {
+            if let Ok(Step::Encode(t)) = self.step(i) {
+                let (y0, y1, x0, x1) = self.window(&t);
+                let (h, w) = (y1 - y0, x1 - x0);
+                pixels += h * w * f * f;
+                flops += encoder.flops(h * f, w * f) + decoder.flops(h, w);
+            }
+        }
+        let unet = model.unet.flops(self.features.height, self.features.width);
+        (pixels, flops + unet)
+    }
+
+    /// `LRup` of the padded image over the cell window: the bicubic upsample of the LR
+    /// window plus the kernel's 2-pixel reach, cropped, which equals the whole-image upsample
+    /// there.
+    fn lr_up_window<B: Backend>(
+        &self,
+        image: &HostImage,
+        (y0, y1, x0, x1): (usize, usize, usize, usize),
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        let (s, f) = (self.options.scale, self.downsample);
+        let lr_span = |lo: usize, hi: usize, limit: usize| {
+            let start = (lo * f / s).saturating_sub(2);
+            (start, ((hi * f).div_ceil(s) + 2).min(limit))
+        };
+        let (ly0, ly1) = lr_span(y0, y1, self.padded_lr.0);
+        let (lx0, lx1) = lr_span(x0, x1, self.padded_lr.1);
+        let lr = image.crop_tensor::<B>((ly0, lx0, ly1 - ly0, lx1 - lx0), device);
+        let up = bicubic_upsample(lr, s);
+        let (oy, ox) = (y0 * f - ly0 * s, x0 * f - lx0 * s);
+        up.slice([
+            0..1,
+            0..image.channels,
+            oy..oy + (y1 - y0) * f,
+            ox..ox + (x1 - x0) * f,
+        ])
+    }
+
+    fn pending(&self, index: usize) -> Result<Step> {
+        let step = self.step(index)?;
+        if self.finished[index] {
+            return Err(ModelError::InvalidInput(format!(
+                "step {index} is already done"
+            )));
+        }
+        let n = self.tiles();
+        let ready = match step {
+            Step::Encode(_) => true,
+            Step::Global => self.finished[..n].iter().all(|&d| d),
+            Step::Decode(_) => self.finished[n],
+        };
+        if !ready {
+            return Err(ModelError::InvalidInput(format!(
+                "step {index} needs the steps before it"
+            )));
+        }
+        Ok(step)
+    }
+
+    /// Launches step `index` on the model's device; read the result back and pass it to
+    /// [`Self::accept`]. Steps run in order of phase: all encode steps (in any order), the
+    /// global step, then the decode steps (in any order).
     ///
     /// # Errors
-    /// As [`Naosd::upscale_at`]; [`ModelError::InvalidInput`] for a bad index or an image
-    /// other than the planned one.
+    /// [`ModelError::InvalidInput`] for a bad or finished index, a step whose phase has not
+    /// come, timesteps outside the schedule, or an image other than the planned one.
     pub fn run<B: Backend>(
         &self,
         model: &Naosd<B>,
@@ -423,89 +541,176 @@ impl TiledUpscale {
         index: usize,
         device: &B::Device,
     ) -> Result<Tensor<B, 4>> {
-        if index >= self.len() {
-            return Err(ModelError::InvalidInput(format!(
-                "tile {index} of {}",
-                self.len()
-            )));
-        }
-        let s = self.options.scale;
-        if image.height * s != self.output.height || image.width * s != self.output.width {
+        let step = self.pending(index)?;
+        if (image.height, image.width) != self.lr_size || image.channels != self.output.channels {
             return Err(ModelError::InvalidInput(
-                "the image is not the one this tiling was planned for".into(),
+                "the image is not the one this job was planned for".into(),
             ));
         }
-        let t = self.tile(index);
-        let lr = image.crop_tensor::<B>((t.y, t.x, t.height, t.width), device);
-        let f = self.downsample;
-        model.upscale_at(lr, &self.options, (t.y * s / f, t.x * s / f))
+        let o = &self.options;
+        match step {
+            Step::Encode(t) => {
+                let window = self.window(&t);
+                Ok(model.encode_features(self.lr_up_window(image, window, device)))
+            }
+            Step::Global => {
+                let f = &self.features;
+                let features = f.crop_tensor::<B>((0, 0, f.height, f.width), device);
+                model.global_features(features, o.seed, o.t_add, o.t_diff)
+            }
+            Step::Decode(t) => {
+                let window = self.window(&t);
+                let (y0, y1, x0, x1) = window;
+                let features = self
+                    .features
+                    .crop_tensor::<B>((y0, x0, y1 - y0, x1 - x0), device);
+                let decoded = model.decode_features(features);
+                Ok(match o.colour_fix {
+                    ColourFix::None => decoded,
+                    ColourFix::Wavelet => {
+                        let reference = self.lr_up_window(image, window, device);
+                        colour::apply(ColourFix::Wavelet, decoded, reference).clamp(-1.0, 1.0)
+                    }
+                    ColourFix::Adain => {
+                        Tensor::cat(vec![decoded, self.lr_up_window(image, window, device)], 1)
+                    }
+                })
+            }
+        }
     }
 
-    /// Adds the upscaled tile `index` (`[1, C, h * s, w * s]`, as read back from
-    /// [`Self::run`]) into the output with its blend weights.
+    /// Takes the result of step `index` (as read back from [`Self::run`]).
     ///
     /// # Errors
-    /// [`ModelError::InvalidInput`] for a bad index, a tile blended twice, data of the wrong
+    /// [`ModelError::InvalidInput`] for a bad, finished or early index, data of the wrong
     /// shape, or a non-finite value (the model diverged: never hand out NaN pixels).
-    pub fn blend(&mut self, index: usize, data: TensorData) -> Result<()> {
-        if index >= self.len() || self.blended[index] {
-            return Err(ModelError::InvalidInput(format!(
-                "tile {index} is not pending"
-            )));
-        }
-        let t = self.tile(index);
-        let s = self.options.scale;
-        let (th, tw) = (t.height * s, t.width * s);
+    pub fn accept(&mut self, index: usize, data: TensorData) -> Result<()> {
+        let step = self.pending(index)?;
         let c = self.output.channels;
-        if data.shape.as_slice() != [1, c, th, tw] {
+        let f = self.downsample;
+        let (expected, window) = match step {
+            Step::Encode(t) => {
+                let (y0, y1, x0, x1) = self.window(&t);
+                (
+                    [1, self.features.channels, y1 - y0, x1 - x0],
+                    Some((t, y0, x0)),
+                )
+            }
+            Step::Global => (
+                [
+                    1,
+                    self.features.channels,
+                    self.features.height,
+                    self.features.width,
+                ],
+                None,
+            ),
+            Step::Decode(t) => {
+                let (y0, y1, x0, x1) = self.window(&t);
+                let channels = if self.adain.is_some() { 2 * c } else { c };
+                (
+                    [1, channels, (y1 - y0) * f, (x1 - x0) * f],
+                    Some((t, y0, x0)),
+                )
+            }
+        };
+        if data.shape.as_slice() != expected {
             return Err(ModelError::InvalidInput(format!(
-                "tile {index} should be 1x{c}x{th}x{tw}, got {:?}",
+                "step {index} should give {expected:?}, got {:?}",
                 data.shape
             )));
         }
         let values = data
             .to_vec::<f32>()
-            .map_err(|e| ModelError::InvalidInput(format!("tile {index}: {e:?}")))?;
+            .map_err(|e| ModelError::InvalidInput(format!("step {index}: {e:?}")))?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(ModelError::InvalidInput(format!(
-                "tile {index} contains NaN or infinite values"
+                "step {index} gave NaN or infinite values"
             )));
         }
-        let wy = &self.rows.weights[t.row];
-        let wx = &self.cols.weights[t.col];
-        let (oy, ox) = (t.y * s, t.x * s);
-        let (oh, ow) = (self.output.height, self.output.width);
-        for ch in 0..c {
-            for r in 0..th {
-                let src = &values[(ch * th + r) * tw..][..tw];
-                let dst = &mut self.output.data[(ch * oh + oy + r) * ow + ox..][..tw];
-                for ((d, v), w) in dst.iter_mut().zip(src).zip(wx) {
-                    *d += v * wy[r] * w;
+        let [_, _, wh, ww] = expected;
+        match (step, window) {
+            (Step::Global, _) => self.features.data = values,
+            (Step::Encode(_), Some((t, y0, x0))) => {
+                let fm = &mut self.features;
+                for ch in 0..fm.channels {
+                    for r in t.y..t.y + t.height {
+                        let src = &values[(ch * wh + r - y0) * ww + t.x - x0..][..t.width];
+                        fm.data[(ch * fm.height + r) * fm.width + t.x..][..t.width]
+                            .copy_from_slice(src);
+                    }
                 }
             }
+            (Step::Decode(_), Some((t, y0, x0))) => {
+                let (py, px) = (t.y * f, t.x * f);
+                let (ph, pw) = (t.height * f, t.width * f);
+                if let Some(moments) = &mut self.adain {
+                    // The moments are of the padded image, as the untiled pipeline takes them.
+                    let plane = |ch: usize, r: usize| {
+                        &values[(ch * wh + r + py - y0 * f) * ww + px - x0 * f..][..pw]
+                    };
+                    for ch in 0..c {
+                        for r in 0..ph {
+                            for (sums, k) in [
+                                (&mut moments.decoded[ch], ch),
+                                (&mut moments.reference[ch], c + ch),
+                            ] {
+                                for &v in plane(k, r) {
+                                    let v = f64::from(v);
+                                    sums[0] += v;
+                                    sums[1] += v * v;
+                                }
+                            }
+                        }
+                    }
+                    moments.pixels += (ph * pw) as f64;
+                }
+                let out = &mut self.output;
+                let (oh, ow) = (out.height, out.width);
+                let rows = py..(py + ph).min(oh);
+                let cols = px.min(ow)..(px + pw).min(ow);
+                for ch in 0..c {
+                    for r in rows.clone() {
+                        let src = &values[(ch * wh + r - y0 * f) * ww + cols.start - x0 * f..]
+                            [..cols.len()];
+                        out.data[(ch * oh + r) * ow + cols.start..][..cols.len()]
+                            .copy_from_slice(src);
+                    }
+                }
+            }
+            _ => unreachable!("tile steps have a window"),
         }
-        self.blended[index] = true;
+        self.finished[index] = true;
         Ok(())
     }
 
-    /// Number of tiles blended so far.
+    /// Number of steps done so far.
     pub fn done(&self) -> usize {
-        self.blended.iter().filter(|&&b| b).count()
+        self.finished.iter().filter(|&&b| b).count()
     }
 
-    /// The blended output.
+    /// The output.
     ///
     /// # Errors
-    /// [`ModelError::InvalidInput`] while some tile has not been blended.
+    /// [`ModelError::InvalidInput`] while some step has not been done.
     pub fn finish(self) -> Result<HostImage> {
         if self.done() != self.len() {
             return Err(ModelError::InvalidInput(format!(
-                "{} of {} tiles are missing",
+                "{} of {} steps are missing",
                 self.len() - self.done(),
                 self.len()
             )));
         }
         let mut out = self.output;
+        if let Some(moments) = &self.adain {
+            let plane = out.height * out.width;
+            eprintln!("ADAIN {:?}", moments.affine());
+            for (ch, (gain, offset)) in moments.affine().into_iter().enumerate() {
+                for v in &mut out.data[ch * plane..][..plane] {
+                    *v = *v * gain + offset;
+                }
+            }
+        }
         out.data.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
         Ok(out)
     }
@@ -540,28 +745,24 @@ fn quantise(v: f32) -> u8 {
     (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-/// Upscales a host image tile by tile with blocking reads (native callers); `on_tile(done,
-/// total)` is called after each tile.
+/// Upscales a host image step by step with blocking reads (native callers); `on_step(done,
+/// total)` is called after each step.
 ///
 /// # Errors
-/// As [`TiledUpscale::new`], [`TiledUpscale::run`] and [`TiledUpscale::blend`].
+/// As [`TiledUpscale::new`], [`TiledUpscale::run`] and [`TiledUpscale::accept`].
 pub fn upscale_tiled<B: Backend>(
     model: &Naosd<B>,
     image: &HostImage,
     options: &NaosdOptions,
     tiles: TileOptions,
     device: &B::Device,
-    mut on_tile: impl FnMut(usize, usize),
+    mut on_step: impl FnMut(usize, usize),
 ) -> Result<HostImage> {
     let mut job = TiledUpscale::new(model.config(), image, options, tiles)?;
     for i in 0..job.len() {
         let out = job.run(model, image, i, device)?;
-        job.blend(i, out.into_data())?;
-        on_tile(i + 1, job.len());
+        job.accept(i, out.into_data())?;
+        on_step(i + 1, job.len());
     }
     job.finish()
 }
@@ -586,79 +787,53 @@ mod tests {
         HostImage::new(c, h, w, t.into_data().to_vec().unwrap()).unwrap()
     }
 
+    /// A stand-in for a trained model: random weights everywhere, so every part (midblock
+    /// GroupNorms, attention, the correction) is active.
     fn model() -> Naosd<TestBackend> {
         let m = ModelConfig::tiny().init::<TestBackend>(&device()).unwrap();
         randomise(m, |_| true, 0.05)
     }
 
-    #[test]
-    fn axis_plan_covers_every_pixel_with_weights_summing_to_one() {
-        for (len, tile, overlap, align, scale) in [
-            (100, 32, 8, 2, 4),
-            (33, 32, 4, 1, 2),
-            (7, 32, 4, 8, 4),
-            (65, 16, 15, 8, 1),
-        ] {
-            let plan = AxisPlan::new(len, tile, overlap, align, scale);
-            let mut sum = vec![0.0f32; len * scale];
-            for (&(start, n), w) in plan.spans.iter().zip(&plan.weights) {
-                assert_eq!(start % align, 0, "aligned start");
-                assert_eq!(w.len(), n * scale);
-                for (k, v) in w.iter().enumerate() {
-                    assert!(*v > 0.0);
-                    sum[start * scale + k] += v;
-                }
-            }
-            assert_eq!(plan.spans.last().map(|s| s.0 + s.1), Some(len));
-            for (p, s) in sum.iter().enumerate() {
-                assert!((s - 1.0).abs() < 1e-5, "pixel {p} has weight {s}");
-            }
-        }
+    fn untiled(model: &Naosd<TestBackend>, image: &HostImage, options: &NaosdOptions) -> HostImage {
+        let lr = image.crop_tensor((0, 0, image.height, image.width), &device());
+        to_host(model.upscale(lr, options).unwrap())
     }
 
-    /// The planner uses the fewest tiles the tile size allows, all of one size, so the work
-    /// (pixels computed, overlaps included) stays close to the image's own pixels.
+    /// The largest per-channel factor `std(LRup) / std(decoded)` of the AdaIN fix.
+    fn adain_gain(model: &Naosd<TestBackend>, image: &HostImage, scale: usize) -> f32 {
+        let options = NaosdOptions {
+            scale,
+            ..Default::default()
+        };
+        let decoded = untiled(model, image, &options);
+        let lr = image.crop_tensor::<TestBackend>((0, 0, image.height, image.width), &device());
+        let lr_up = to_host(bicubic_upsample(lr, scale));
+        let std = |img: &HostImage, c: usize| {
+            let plane = &img.data[c * img.height * img.width..][..img.height * img.width];
+            let mean = plane.iter().sum::<f32>() / plane.len() as f32;
+            (plane.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / plane.len() as f32).sqrt()
+        };
+        (0..3)
+            .map(|c| std(&lr_up, c) / std(&decoded, c).max(1e-6))
+            .fold(1.0, f32::max)
+    }
+
     #[test]
-    fn axis_plan_shares_the_length_among_the_fewest_tiles() {
-        // base x4 with the native default tile: 2016x2016 output from 504x504 LR.
-        let plan = AxisPlan::new(504, 256, 32, 8, 4);
-        let lens: Vec<usize> = plan.spans.iter().map(|s| s.1).collect();
-        assert_eq!(
-            lens.len(),
-            3,
-            "two tiles of 256 cannot cover 504 with overlap"
-        );
-        assert!(lens.iter().all(|&n| n <= 200), "tiles {lens:?}");
-        for w in plan.spans.windows(2) {
-            assert!(
-                w[0].0 + w[0].1 >= w[1].0 + 32,
-                "overlap kept: {:?}",
-                plan.spans
-            );
-        }
-        let work: usize = lens.iter().sum();
-        assert!(work <= 600, "{work} LR pixels computed for 504");
-        // Whatever the length, the tiles never exceed the size asked for, their count is
-        // the least that covers the length with `tile`-sized steps, and they overlap by at
-        // least `overlap` where full tiles would.
-        for len in 257..1200 {
-            let plan = AxisPlan::new(len, 256, 32, 8, 4);
-            let full = (len - 256).div_ceil(224) + 1;
-            assert_eq!(plan.spans.len(), full, "len {len}");
-            for (i, &(_, n)) in plan.spans.iter().enumerate() {
-                let last = i + 1 == plan.spans.len();
-                assert!(
-                    n <= 256 + if last { 7 } else { 0 },
-                    "len {len}: {:?}",
-                    plan.spans
-                );
-            }
-            for w in plan.spans.windows(2) {
-                assert!(
-                    w[0].0 + w[0].1 >= w[1].0 + 32,
-                    "len {len}: {:?}",
-                    plan.spans
-                );
+    fn spans_cover_the_axis_once_with_the_fewest_tiles() {
+        for len in 1..200 {
+            for tile in [1, 2, 3, 7, 16, 64, 300] {
+                let spans = spans(len, tile);
+                assert_eq!(spans.len(), len.div_ceil(tile), "len {len} tile {tile}");
+                let mut next = 0;
+                for &(start, n) in &spans {
+                    assert_eq!(start, next, "len {len} tile {tile}: {spans:?}");
+                    assert!(n >= 1 && n <= tile, "len {len} tile {tile}: {spans:?}");
+                    next = start + n;
+                }
+                assert_eq!(next, len);
+                let lens: Vec<usize> = spans.iter().map(|s| s.1).collect();
+                let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+                assert!(hi - lo <= 1, "equal shares: {lens:?}");
             }
         }
     }
@@ -668,67 +843,108 @@ mod tests {
         let model = model();
         let image = smooth_image(3, 13, 10);
         let options = NaosdOptions::default();
-        let untiled = to_host(
-            model
-                .upscale(image.crop_tensor((0, 0, 13, 10), &device()), &options)
-                .unwrap(),
-        );
-        let tiled = upscale_tiled(
-            &model,
-            &image,
-            &options,
-            TileOptions {
-                tile: 64,
-                overlap: 8,
-            },
-            &device(),
-            |_, _| {},
-        )
-        .unwrap();
-        assert_eq!(tiled, untiled);
+        let tiles = TileOptions { tile: 64 };
+        let tiled = upscale_tiled(&model, &image, &options, tiles, &device(), |_, _| {}).unwrap();
+        assert_eq!(tiled, untiled(&model, &image, &options));
     }
 
-    /// Many tiles against one: the noise is shared through global coordinates, so only the
-    /// network's context beyond the overlap differs, and the ramps blend that away.
+    /// The issue's promise: however small the tiles, the output is the untiled one within
+    /// 1e-3, for every colour fix, scale and seed (the midblocks' GroupNorm and the UNet's
+    /// attention see the whole image in the global step; the halo covers the local parts'
+    /// reach).
     #[test]
-    fn tiled_output_matches_the_untiled_output_closely() {
+    fn many_tiles_equal_the_untiled_output() {
         let model = model();
-        let image = smooth_image(3, 40, 48);
-        let options = NaosdOptions::default();
-        let untiled = to_host(
-            model
-                .upscale(image.crop_tensor((0, 0, 40, 48), &device()), &options)
-                .unwrap(),
+        let image = smooth_image(3, 40, 44);
+        for (scale, tile, colour_fix, seed) in [
+            (4, 12, ColourFix::None, 0),
+            (4, 5, ColourFix::Wavelet, 1),
+            (4, 12, ColourFix::Adain, 2),
+            (2, 9, ColourFix::None, 3),
+            (3, 7, ColourFix::None, 4),
+        ] {
+            let options = NaosdOptions {
+                scale,
+                seed,
+                colour_fix,
+                ..Default::default()
+            };
+            let mut steps = 0;
+            let tiled = upscale_tiled(
+                &model,
+                &image,
+                &options,
+                TileOptions { tile },
+                &device(),
+                |_, total| steps = total,
+            )
+            .unwrap();
+            assert!(steps >= 9, "x{scale} tile {tile}: only {steps} steps");
+            let reference = untiled(&model, &image, &options);
+            let max = tiled
+                .data
+                .iter()
+                .zip(&reference.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            // AdaIN multiplies the decoded image by std(LRup) / std(decoded), which is large
+            // for this nearly flat random-weight output: rounding differences grow by it.
+            let gain = if colour_fix == ColourFix::Adain {
+                adain_gain(&model, &image, scale)
+            } else {
+                1.0
+            };
+            assert!(
+                max < 1e-3 * gain,
+                "x{scale} tile {tile} {colour_fix:?}: max diff {max} (gain {gain})"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_run_in_phase_order_and_bad_results_are_errors() {
+        let config = ModelConfig::tiny();
+        let model = model();
+        let opts = NaosdOptions::default();
+        let image = smooth_image(3, 8, 12);
+        let mut job = TiledUpscale::new(&config, &image, &opts, TileOptions { tile: 4 }).unwrap();
+        let n = job.tiles();
+        assert_eq!(job.len(), 2 * n + 1);
+        assert_eq!(job.step(n).unwrap(), Step::Global);
+        assert!(job.step(job.len()).is_err());
+        assert!(
+            job.run(&model, &image, n, &device()).is_err(),
+            "global before encodes"
         );
-        let mut calls = 0;
-        let tiles = TileOptions {
-            tile: 16,
-            overlap: 8,
-        };
-        let tiled = upscale_tiled(&model, &image, &options, tiles, &device(), |_, _| {
-            calls += 1
-        })
-        .unwrap();
-        assert!(calls >= 9, "the image was really tiled ({calls} tiles)");
-        let diffs: Vec<f32> = tiled
-            .data
-            .iter()
-            .zip(&untiled.data)
-            .map(|(a, b)| (a - b).abs())
-            .collect();
-        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-        let max = diffs.iter().copied().fold(0.0, f32::max);
-        assert!(mean < 2e-3 && max < 0.05, "mean {mean}, max {max}");
+        assert!(
+            job.run(&model, &image, n + 1, &device()).is_err(),
+            "decode before global"
+        );
+        let other = smooth_image(3, 9, 12);
+        assert!(job.run(&model, &image.clone(), 0, &device()).is_ok());
+        assert!(
+            job.run(&model, &other, 0, &device()).is_err(),
+            "another image"
+        );
+        let out = job.run(&model, &image, 0, &device()).unwrap();
+        let [_, c, h, w] = out.dims();
+        let nan = TensorData::new(vec![f32::NAN; c * h * w], [1, c, h, w]);
+        assert!(job.accept(0, nan).is_err());
+        let wrong = TensorData::new(vec![0.0f32; c * h * (w + 1)], [1, c, h, w + 1]);
+        assert!(job.accept(0, wrong).is_err());
+        job.accept(0, out.into_data()).unwrap();
+        assert!(
+            job.run(&model, &image, 0, &device()).is_err(),
+            "step 0 is done"
+        );
+        assert!(job.clone().finish().is_err(), "unfinished job");
     }
 
     #[test]
     fn bad_requests_are_errors() {
         let config = ModelConfig::tiny();
         let opts = NaosdOptions::default();
-        let t = TileOptions {
-            tile: 16,
-            overlap: 4,
-        };
+        let t = TileOptions { tile: 16 };
         let empty = HostImage::new(3, 0, 5, vec![]).unwrap();
         assert!(TiledUpscale::new(&config, &empty, &opts, t).is_err());
         assert!(HostImage::new(3, 2, 2, vec![0.0; 11]).is_err());
@@ -742,17 +958,8 @@ mod tests {
         };
         let err = TiledUpscale::new(&config, &huge, &opts, t).unwrap_err();
         assert!(err.to_string().contains("MP"), "{err}");
-        let zero = TileOptions {
-            tile: 0,
-            overlap: 0,
-        };
+        let zero = TileOptions { tile: 0 };
         assert!(TiledUpscale::new(&config, &smooth_image(3, 4, 4), &opts, zero).is_err());
-        let mut job = TiledUpscale::new(&config, &smooth_image(3, 4, 4), &opts, t).unwrap();
-        let nan = TensorData::new(vec![f32::NAN; 3 * 16 * 16], [1, 3, 16, 16]);
-        assert!(job.blend(0, nan).is_err());
-        assert!(job.clone().finish().is_err(), "unfinished job");
-        let wrong = TensorData::new(vec![0.0f32; 3 * 8 * 8], [1, 3, 8, 8]);
-        assert!(job.blend(0, wrong).is_err());
     }
 
     #[test]
@@ -780,7 +987,10 @@ mod tests {
         let tight = TileOptions::for_device(&base, 4, 16 << 20);
         assert_eq!(roomy.tile, MAX_OUTPUT_TILE / 4);
         assert!(tight.tile < roomy.tile && tight.tile > 0);
-        assert!(largest_activation_bytes(&base, tight.tile * 4, tight.tile * 4) <= 8 << 20);
-        assert!(tight.overlap >= 1);
+        assert!(local_step_bytes(&base, tight.tile * 4, tight.tile * 4) <= 8 << 20);
+        // The global step grows with the image, 1/64 of its pixels at up to 256 channels.
+        let small = global_step_bytes(&base, 2048, 2048);
+        let large = global_step_bytes(&base, 4096, 4096);
+        assert_eq!(large, 4 * small);
     }
 }

@@ -160,14 +160,14 @@ export function readSafetensorF32(path, name) {
 }
 
 /** The native CLI's exact output for `image` (written as PNG) with the given options. */
-export function nativeUpscale(image, { scale, seed, tile, overlap, tAdd = 250, weights = WEIGHTS }) {
+export function nativeUpscale(image, { scale, seed, tile, tAdd = 250, weights = WEIGHTS }) {
   const input = join(SCRATCH, `in-${image.width}x${image.height}.png`);
   writeFileSync(input, encodePng(image));
   const tensor = join(SCRATCH, `native-${seed}-${scale}-${tile}.safetensors`);
   execFileSync(TRAINER, [
     "upscale", "--weights", weights, "--input", input, "--output", join(SCRATCH, "native.png"),
     "--scale", String(scale), "--seed", String(seed), "--t-add", String(tAdd),
-    "--tile", String(tile), "--tile-overlap", String(overlap), "--tensor-out", tensor,
+    "--tile", String(tile), "--tensor-out", tensor,
     "--backend", "cpu",
   ], { stdio: ["ignore", "ignore", "inherit"] });
   return readSafetensorF32(tensor, "rgb");

@@ -5,9 +5,9 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readdirSync, writeFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT, SCRATCH, WEIGHTS, launch, startServer } from "./harness.mjs";
+import { ROOT, SCRATCH, SHIPPED_WEIGHTS, WEIGHTS, launch, startServer } from "./harness.mjs";
 
-test("a site embeds the npm package and upscales with it", async () => {
+test("a site embeds the npm package, upscales with it, and loads the packaged model by default", async () => {
   const npmDir = join(ROOT, "target/npm");
   const tarball = readdirSync(npmDir).find((f) => /^gdpo-sr-.*\.tgz$/.test(f));
   assert.ok(tarball, "scripts/build-npm.sh built the package");
@@ -27,7 +27,15 @@ test("a site embeds the npm package and upscales with it", async () => {
     const image = new ImageData(12, 10);
     image.data.fill(160);
     const r = await u.upscale(image, { scale: 2 });
-    document.getElementById("out").textContent = JSON.stringify({ w: r.width, h: r.height, backend: r.backend });
+    u.terminate();
+    // No argument: the model packaged beside the module.
+    const packaged = await Upscaler.load(undefined, { backend: "cpu", cache: false });
+    const info = packaged.info();
+    packaged.terminate();
+    document.getElementById("out").textContent = JSON.stringify({
+      w: r.width, h: r.height, backend: r.backend,
+      packaged: { preset: info.preset, parameters: info.parameters },
+    });
   `);
   const server = await startServer(site);
   const browser = await launch({ webgpu: true });
@@ -36,7 +44,18 @@ test("a site embeds the npm package and upscales with it", async () => {
     await page.goto(`${server.origin}/`);
     await page.waitForFunction(() => document.getElementById("out").textContent.startsWith("{"), null, { timeout: 120_000 });
     const out = JSON.parse(await page.textContent("#out"));
-    assert.deepEqual(out, { w: 24, h: 20, backend: "webgpu" });
+    const { packaged, ...upscaled } = out;
+    assert.deepEqual(upscaled, { w: 24, h: 20, backend: "webgpu" });
+    // The packaged default is the page's shipped model (the trained UNet on TAEF2, or the
+    // tests' miniature where ../shared is absent).
+    const shipped = readFileSync(SHIPPED_WEIGHTS);
+    assert.ok(shipped.equals(readFileSync(join(pkg, "gdpo-sr.safetensors"))), "the page's weight file");
+    const headerLen = Number(shipped.readBigUInt64LE(0));
+    const header = JSON.parse(shipped.subarray(8, 8 + headerLen).toString("utf8"));
+    const config = JSON.parse(header.__metadata__.gdpo_sr).config;
+    assert.equal(packaged.preset, config.name);
+    assert.ok(packaged.parameters > 0);
+    assert.equal(manifest.files.includes("LICENSE-TAEF2"), packaged.preset === "taef2");
   } finally {
     await browser.close();
     server.close();

@@ -11,7 +11,7 @@ import {
 
 const skip = existsSync(TAEF2_DIR) ? false : `${TAEF2_DIR} is absent: the page holds a miniature`;
 
-test("the shipped model runs in the page and equals the native CLI within 1/255", { skip }, async () => {
+test("the shipped model runs in the page, equals the native CLI within 1/255, and tiles exactly", { skip }, async () => {
   const server = await startServer(DIST);
   const browser = await launch({ webgpu: true });
   try {
@@ -19,16 +19,22 @@ test("the shipped model runs in the page and equals the native CLI within 1/255"
     await page.goto(`${server.origin}/?nosw`);
     const image = testImage(32, 32);
     const native = nativeUpscale(image, {
-      scale: 4, seed: 5, tile: 4096, overlap: 0, weights: SHIPPED_WEIGHTS,
+      scale: 4, seed: 5, tile: 4096, weights: SHIPPED_WEIGHTS,
     });
     const web = await page.evaluate(async (image) => {
       const { Upscaler } = await import("./gdpo-sr.js");
       const u = await Upscaler.load("weights/default.safetensors", { backend: "webgpu" });
-      const r = await u.upscale({ width: image.width, height: image.height, data: new Uint8ClampedArray(image.data) },
-        { scale: 4, seed: 5, tileSize: 4096, float32: true });
+      const pixels = { width: image.width, height: image.height, data: new Uint8ClampedArray(image.data) };
+      const r = await u.upscale(pixels, { scale: 4, seed: 5, tileSize: 4096, float32: true });
+      // The same image in 2x2 tiles: the whole-image step keeps the midblocks' GroupNorm
+      // and the UNet exact, so the output must not change.
+      const tiled = await u.upscale(pixels, { scale: 4, seed: 5, tileSize: 16, float32: true });
       const info = u.info();
       u.terminate();
-      return { width: r.width, height: r.height, rgb: Array.from(r.rgb), preset: info.preset, backend: r.backend };
+      return {
+        width: r.width, height: r.height, rgb: Array.from(r.rgb), preset: info.preset, backend: r.backend,
+        tiles: [r.tiles, tiled.tiles], tiledRgb: Array.from(tiled.rgb),
+      };
     }, { ...image, data: Array.from(image.data) });
     assert.equal(web.preset, "taef2");
     assert.equal(web.backend, "webgpu");
@@ -36,6 +42,10 @@ test("the shipped model runs in the page and equals the native CLI within 1/255"
     const diff = maxAbsDiff(native.values, web.rgb);
     console.log(`shipped model, 32x32 -> 128x128: max |native - browser| = ${diff.toExponential(2)}`);
     assert.ok(diff < 1 / 255, `max abs diff ${diff}`);
+    assert.deepEqual(web.tiles, [1, 4]);
+    const tiling = maxAbsDiff(web.rgb, web.tiledRgb);
+    console.log(`shipped model in the browser, 2x2 tiles vs one: max diff = ${tiling.toExponential(2)}`);
+    assert.ok(tiling < 1e-3, `tiled vs untiled: max abs diff ${tiling}`);
   } finally {
     await browser.close();
     server.close();

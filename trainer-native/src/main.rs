@@ -199,12 +199,10 @@ enum Command {
         /// The output file, or folder (PNG files with the inputs' relative names).
         #[arg(long)]
         output: PathBuf,
-        /// Tile side in input pixels (default: sized for 1 GiB buffers).
+        /// Tile side in input pixels (default: sized for 1 GiB buffers). Changes speed and
+        /// memory, not the output.
         #[arg(long)]
         tile: Option<usize>,
-        /// Overlap between tiles in input pixels (default: an eighth of the tile).
-        #[arg(long)]
-        tile_overlap: Option<usize>,
         /// Also write the exact f32 output (`rgb`, [3, H, W] in [0, 1]) as safetensors.
         #[arg(long)]
         tensor_out: Option<PathBuf>,
@@ -532,15 +530,11 @@ fn main() -> anyhow::Result<()> {
             inference,
             backend,
             tile,
-            tile_overlap,
             tensor_out,
             warmup,
         } => {
             let options = inference.options();
-            let tiles = tile.map(|tile| TileOptions {
-                tile,
-                overlap: tile_overlap.unwrap_or((tile / 8).max(1)),
-            });
+            let tiles = tile.map(|tile| TileOptions { tile });
             let written = dispatch(
                 backend,
                 Upscale {

@@ -24,7 +24,7 @@ pub struct Upscale<'a> {
     pub input: &'a Path,
     pub output: &'a Path,
     pub options: NaosdOptions,
-    /// Tile side and overlap in input pixels; `None`: sized for [`NATIVE_BUFFER_BUDGET`].
+    /// Tile side in input pixels; `None`: sized for [`NATIVE_BUFFER_BUDGET`].
     pub tiles: Option<TileOptions>,
     /// Also write the exact output (`rgb`, f32 `[3, H, W]` in [0, 1]) as safetensors here
     /// (single-file mode): what the browser test compares against.
@@ -63,7 +63,7 @@ impl crate::backend::BackendTask for Upscale<'_> {
             vec![(self.input.to_path_buf(), self.output.to_path_buf())]
         };
         let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles, eta {eta}")
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, eta {eta}")
                 .expect("valid template"),
         );
         let mut done = Vec::new();

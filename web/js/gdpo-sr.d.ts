@@ -11,9 +11,13 @@ export interface ClientLoadOptions extends LoadOptions {
   workerUrl?: string | URL;
 }
 
+/** The packaged model (`gdpo-sr.safetensors` beside the module). */
+export declare const DEFAULT_WEIGHTS_URL: URL;
+
 export declare class Upscaler {
   /** Loads weights (bytes, or a same-origin URL) into a new Web Worker. */
-  static load(weights: Uint8Array | ArrayBuffer | string | URL, options?: ClientLoadOptions): Promise<Upscaler>;
+  /** `weights` defaults to the packaged model, `DEFAULT_WEIGHTS_URL`. */
+  static load(weights?: Uint8Array | ArrayBuffer | string | URL, options?: ClientLoadOptions): Promise<Upscaler>;
   /** The backend in use (and why, on a fallback), the adapter's limits and the model. */
   info(): UpscalerInfo & { weightsFromCache: boolean };
   /** Upscales RGBA pixels; rejects with an AbortError when `signal` aborts. */

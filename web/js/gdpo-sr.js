@@ -2,11 +2,14 @@
 // fallback), running in a Web Worker. Images never leave the device.
 //
 //   import { Upscaler } from "gdpo-sr";
-//   const upscaler = await Upscaler.load("/weights/default.safetensors");
+//   const upscaler = await Upscaler.load(); // the packaged model, or load(url | bytes)
 //   const out = await upscaler.upscale(imageData, { scale: 4, onProgress, signal });
 //   ctx.putImageData(new ImageData(out.data, out.width, out.height), 0, 0);
 
 const WORKER_URL = new URL("./gdpo-sr-worker.js", import.meta.url);
+// The shipped model, packaged beside this file by scripts/build-npm.sh (composed at build
+// time from the project's trained UNet and the pretrained TAEF2 autoencoder, MIT).
+export const DEFAULT_WEIGHTS_URL = new URL("./gdpo-sr.safetensors", import.meta.url);
 
 function abortError() {
   return new DOMException("the upscale was cancelled", "AbortError");
@@ -36,10 +39,11 @@ export class Upscaler {
   }
 
   /**
-   * Loads weights (bytes, or a same-origin URL cached with the Cache API) into a new worker.
+   * Loads weights (bytes, or a same-origin URL cached with the Cache API; default: the
+   * packaged model, DEFAULT_WEIGHTS_URL) into a new worker.
    * options: { backend: "auto" | "webgpu" | "cpu", cache: string | false, workerUrl }.
    */
-  static async load(weights, options = {}) {
+  static async load(weights = DEFAULT_WEIGHTS_URL, options = {}) {
     const worker = new Worker(options.workerUrl ?? WORKER_URL, { type: "module" });
     const upscaler = new Upscaler(worker);
     // A URL is resolved against the page, not against the worker script's location.
@@ -68,7 +72,7 @@ export class Upscaler {
 
   /**
    * Upscales RGBA pixels ({width, height, data}, e.g. an ImageData).
-   * options: { scale, seed, tAdd, tDiff, tileSize, tileOverlap, colourFix, float32,
+   * options: { scale, seed, tAdd, tDiff, tileSize, colourFix, float32,
    *            onProgress({done, total}), signal }.
    */
   upscale(image, options = {}) {

@@ -8,7 +8,7 @@ use js_sys::{Float32Array, Function, Object, Promise, Reflect, Uint8Array, Uint8
 use model::{
     ColourFix, HostImage, MAX_OUTPUT_PIXELS, MAX_SCALE, ModelError, NaosdOptions, TileOptions,
     resample::bicubic_upsample_plane_u8,
-    tiling::{check_output_size, largest_activation_bytes},
+    tiling::{check_output_size, global_step_bytes, local_step_bytes},
 };
 use serde::Serialize;
 use wasm_bindgen::{JsCast, prelude::*};
@@ -44,15 +44,13 @@ export interface UpscaleOptions {
   tAdd?: number;
   /** Denoising timestep (default 100). */
   tDiff?: number;
-  /** Tile side in input pixels (default: from the adapter's limits). */
+  /** Tile side in input pixels (default: from the adapter's limits); changes speed and memory, not the output. */
   tileSize?: number;
-  /** Overlap between tiles in input pixels (default: an eighth of the tile). */
-  tileOverlap?: number;
   /** "none" (default), "adain" or "wavelet". */
   colourFix?: "none" | "adain" | "wavelet";
   /** Also return the exact output as planar float RGB in [0, 1] (`rgb`). */
   float32?: boolean;
-  /** Called after each tile. */
+  /** Called after each step (an encode and a decode step per tile, one whole-image step). */
   onProgress?: (progress: { done: number; total: number }) => void;
   /** Cancels the upscale; the promise rejects with an `AbortError`. */
   signal?: AbortSignal;
@@ -62,7 +60,9 @@ export interface UpscaleResult extends RgbaImage {
   data: Uint8ClampedArray;
   /** Planar RGB in [0, 1] (channel-major), when `float32` was asked for. */
   rgb?: Float32Array;
+  /** Tiles of the full-resolution steps, and all steps (an encode and a decode step per tile, one whole-image step). */
   tiles: number;
+  steps: number;
   backend: "webgpu" | "cpu";
 }
 /** What `info()` reports. */
@@ -151,7 +151,7 @@ impl Upscaler {
             let mut events = JsEvents {
                 on_progress: request.on_progress.clone(),
                 signal: request.signal.clone(),
-                tiles: 0,
+                steps: 0,
             };
             let (host, alpha) = rgba_to_host(&image, &request.naosd)?;
             request.check_tile_fits(&engine, &host)?;
@@ -167,7 +167,7 @@ impl Upscaler {
                 &out,
                 alpha.as_deref(),
                 request.float32,
-                events.tiles,
+                events.steps,
                 engine.report().backend,
             )
         })
@@ -214,10 +214,6 @@ impl Request {
         let mut tiles = engine.default_tiles(naosd.scale);
         if let Some(t) = integer(options, "tileSize", 8, 1 << 14)? {
             tiles.tile = t as usize;
-            tiles.overlap = (tiles.tile / 8).max(1);
-        }
-        if let Some(o) = integer(options, "tileOverlap", 0, 1 << 13)? {
-            tiles.overlap = o as usize;
         }
 
         let float32 = optional(options, "float32")?.is_some_and(|v| v.is_truthy());
@@ -246,8 +242,9 @@ impl Request {
 }
 
 impl Request {
-    /// A tile whose tensors exceed the device's largest buffer would fail inside the GPU
-    /// driver; refuse it here, naming the size that fits.
+    /// A step whose tensors exceed the device's largest buffer would fail inside the GPU
+    /// driver; refuse it here, naming the size that fits: a tile too large for the
+    /// full-resolution steps, or an image too large for the whole-image step.
     fn check_tile_fits(&self, engine: &Engine, image: &HostImage) -> Result<(), JsValue> {
         let limit = engine.report().max_buffer_bytes;
         let s = self.naosd.scale;
@@ -255,25 +252,37 @@ impl Request {
             self.tiles.tile.min(image.height) * s,
             self.tiles.tile.min(image.width) * s,
         );
-        if largest_activation_bytes(engine.config(), h, w) <= limit {
-            return Ok(());
+        if local_step_bytes(engine.config(), h, w) > limit {
+            return Err(bad(&format!(
+                "tileSize {} at x{s} needs buffers larger than this device's {} MB; use at \
+                 most {}",
+                self.tiles.tile,
+                limit >> 20,
+                engine.default_tiles(s).tile
+            )));
         }
-        Err(bad(&format!(
-            "tileSize {} at x{s} needs buffers larger than this device's {} MB; use at most {}",
-            self.tiles.tile,
-            limit >> 20,
-            engine.default_tiles(s).tile
-        )))
+        let needed = global_step_bytes(engine.config(), image.height * s, image.width * s);
+        if needed > limit {
+            return Err(bad(&format!(
+                "a {}x{} image at x{s} needs a {} MB buffer for its whole-image step, more than \
+                 this device's {} MB; choose a smaller image or scale",
+                image.width,
+                image.height,
+                needed.div_ceil(1 << 20),
+                limit >> 20
+            )));
+        }
+        Ok(())
     }
 }
 
 /// Progress to `onProgress`, cancellation from the `AbortSignal`, and a turn of the event loop
-/// between tiles so both can happen.
+/// between steps so both can happen.
 struct JsEvents {
     on_progress: Option<Function>,
     signal: Option<AbortSignal>,
-    /// Tiles of the job (known after the first one).
-    tiles: usize,
+    /// Steps of the job (known after the first one).
+    steps: usize,
 }
 
 impl JsEvents {
@@ -294,8 +303,8 @@ impl TileEvents for JsEvents {
         Ok(())
     }
 
-    fn after(&mut self, done: usize, total: usize, _: model::tiling::Tile) {
-        self.tiles = total;
+    fn after(&mut self, done: usize, total: usize) {
+        self.steps = total;
         if let Some(f) = &self.on_progress {
             let event = Object::new();
             let _ = Reflect::set(&event, &"done".into(), &(done as f64).into());
@@ -365,7 +374,7 @@ fn result_object(
     out: &HostImage,
     alpha: Option<&[u8]>,
     float32: bool,
-    tiles: usize,
+    steps: usize,
     backend: &str,
 ) -> Result<JsValue, JsValue> {
     let result = Object::new();
@@ -377,7 +386,10 @@ fn result_object(
         let unit = out.to_unit_range();
         Reflect::set(&result, &"rgb".into(), &Float32Array::from(&unit[..]))?;
     }
+    // `TiledUpscale` runs an encode and a decode step per tile and one whole-image step.
+    let tiles = steps.saturating_sub(1) / 2;
     Reflect::set(&result, &"tiles".into(), &(tiles as f64).into())?;
+    Reflect::set(&result, &"steps".into(), &(steps as f64).into())?;
     Reflect::set(&result, &"backend".into(), &backend.into())?;
     Ok(result.into())
 }

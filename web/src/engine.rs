@@ -11,7 +11,7 @@ use burn::{
     module::Module,
     tensor::backend::Backend,
 };
-use model::{HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale, tiling::Tile};
+use model::{HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale};
 use serde::Serialize;
 
 use crate::error::WebError;
@@ -227,8 +227,8 @@ pub trait TileEvents {
         index: usize,
         total: usize,
     ) -> impl core::future::Future<Output = Result<(), WebError>>;
-    /// After a tile was blended: `done` of `total`.
-    fn after(&mut self, done: usize, total: usize, tile: Tile);
+    /// After a step was taken in: `done` of `total`.
+    fn after(&mut self, done: usize, total: usize);
 }
 
 /// The asynchronous tile loop on any backend.
@@ -254,8 +254,8 @@ pub async fn run_tiles<B: Backend>(
             backend,
             message: format!("{e:?}"),
         })?;
-        job.blend(index, data)?;
-        events.after(index + 1, total, job.tile(index));
+        job.accept(index, data)?;
+        events.after(index + 1, total);
     }
     Ok(job.finish()?)
 }

@@ -8,7 +8,7 @@
 use std::{path::PathBuf, process::Command};
 
 use integration_tests::scratch_dir;
-use model::ModelConfig;
+use model::{ColourFix, ModelConfig, NaosdOptions, TileOptions};
 use trainer_native::{image_io::tensor_to_planars, metrics::psnr_y, planar::Planar, pretrained};
 
 type Cpu = burn::backend::Flex;
@@ -128,6 +128,56 @@ fn taef2_reconstruction_matches_pytorch() {
     assert!((psnr - value("psnr_y")).abs() <= 0.01);
     assert!((mean - value("latent_mean")).abs() < 1e-3);
     assert!((std - value("latent_std")).abs() < 1e-3);
+}
+
+/// The shipped model (the committed UNet on TAEF2) tiled in 2x2 and 3x3 tiles gives its
+/// untiled output within 1e-3, for every colour fix: the midblocks' GroupNorm and the UNet
+/// see the whole image in the tiler's global step.
+#[test]
+fn the_shipped_model_tiles_exactly() {
+    let dir = taef2_dir();
+    if !dir.join(pretrained::TAEF2_ENCODER.name).exists() {
+        eprintln!("skipped: {} is absent (pretrained TAEF2)", dir.display());
+        return;
+    }
+    let device = Default::default();
+    let bytes = std::fs::read(root().join("weights/taef2-unet.safetensors")).unwrap();
+    let info = model::read_weight_info(&bytes).unwrap();
+    let base = pretrained::load_taef2(info.config.init::<Cpu>(&device).unwrap(), &dir).unwrap();
+    let model = model::load_trained_part(&bytes, base).unwrap();
+    let (w, h) = (40, 36);
+    let image = natural_image(w, h);
+    let host = model::HostImage::from_interleaved_u8(image.as_raw(), w as usize, h as usize, 3, 3)
+        .unwrap();
+    for (tile, colour_fix) in [
+        (16, ColourFix::None),
+        (12, ColourFix::Wavelet),
+        (16, ColourFix::Adain),
+    ] {
+        let options = NaosdOptions {
+            seed: 11,
+            colour_fix,
+            ..Default::default()
+        };
+        let lr = trainer_native::image_io::rgb_to_tensor::<Cpu>(&image, &device);
+        let untiled: Vec<f32> = model
+            .upscale(lr, &options)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let tiles = TileOptions { tile };
+        let tiled =
+            model::upscale_tiled(&model, &host, &options, tiles, &device, |_, _| {}).unwrap();
+        let max = tiled
+            .data
+            .iter()
+            .zip(&untiled)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("shipped model, tile {tile}, {colour_fix:?}: max |tiled - untiled| = {max:.2e}");
+        assert!(max < 1e-3, "tile {tile} {colour_fix:?}: {max}");
+    }
 }
 
 #[test]

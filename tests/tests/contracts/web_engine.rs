@@ -1,5 +1,5 @@
 //! The web crate's engine, natively on its CPU backend (the same code the browser runs as its
-//! fallback): the asynchronous tile loop equals the model crate's tiler, reports progress,
+//! fallback): the asynchronous step loop equals the model crate's tiler, reports progress,
 //! stops on cancellation; bad weights and unavailable backends are clear errors.
 
 use core::{
@@ -9,7 +9,7 @@ use core::{
 };
 
 use burn::backend::Flex;
-use model::{HostImage, ModelConfig, NaosdOptions, StoredPrecision, TileOptions, tiling::Tile};
+use model::{HostImage, ModelConfig, NaosdOptions, StoredPrecision, TileOptions};
 use web::{
     WebError,
     engine::{BackendPreference, Engine, TileEvents},
@@ -39,7 +39,7 @@ impl TileEvents for Recorder {
         }
         Ok(())
     }
-    fn after(&mut self, done: usize, total: usize, _: Tile) {
+    fn after(&mut self, done: usize, total: usize) {
         self.progress.push((done, total));
     }
 }
@@ -65,10 +65,7 @@ fn browser_loop_equals_the_native_tiler() {
     assert!(engine.report().fallback_reason.is_some(), "says why");
     let file = model::read_weight_info(&weights()).unwrap();
     assert_eq!(engine.parameters(), file.parameters);
-    let tiles = TileOptions {
-        tile: 8,
-        overlap: 4,
-    };
+    let tiles = TileOptions { tile: 8 };
     let options = NaosdOptions::default();
     let mut events = Recorder {
         progress: vec![],
@@ -100,10 +97,7 @@ fn cancellation_stops_the_job() {
         progress: vec![],
         cancel_at: Some(1),
     };
-    let tiles = TileOptions {
-        tile: 8,
-        overlap: 4,
-    };
+    let tiles = TileOptions { tile: 8 };
     let err = block_on(engine.upscale(&image(), &NaosdOptions::default(), tiles, &mut events))
         .unwrap_err();
     assert!(matches!(err, WebError::Cancelled));

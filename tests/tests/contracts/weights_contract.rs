@@ -170,8 +170,6 @@ fn cli_tiles_like_the_library_and_upscales_folders() {
             "3",
             "--tile",
             "8",
-            "--tile-overlap",
-            "4",
             // The library side below runs burn-flex; bit-equality is a same-backend contract
             // (a `tch` build's default backend is LibTorch: tests/tests/training/tch.rs).
             "--backend",
@@ -198,10 +196,7 @@ fn cli_tiles_like_the_library_and_upscales_folders() {
         seed: 3,
         ..Default::default()
     };
-    let tiles = model::TileOptions {
-        tile: 8,
-        overlap: 4,
-    };
+    let tiles = model::TileOptions { tile: 8 };
     let lib = model::upscale_tiled(
         &model,
         &image,

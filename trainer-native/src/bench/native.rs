@@ -30,7 +30,7 @@ pub struct InferenceArgs {
     #[arg(long, default_value = "taef2")]
     pub preset: String,
     /// Output size in megapixels (10^6 pixels): the input is the square whose output side is
-    /// nearest, on the tiler's alignment (so the measured size is close, not exact).
+    /// nearest, on the network's size multiple (so the measured size is close, not exact).
     #[arg(long, default_value_t = 1.0)]
     pub out_mp: f64,
     #[arg(long, default_value_t = 4)]
@@ -65,17 +65,15 @@ pub struct InferenceResult {
     pub input: [usize; 2],
     pub output: [usize; 2],
     pub out_mp: f64,
-    /// Tile side and overlap in input pixels, and the number of tiles.
+    /// Tile side in input pixels, and the number of tiles.
     pub tile: usize,
-    pub overlap: usize,
     pub tiles: usize,
-    /// Output pixels the network actually computes: every tile's padded output, overlaps
-    /// included (MP). Above `out_mp` once the image is tiled.
+    /// Output pixels the full-resolution steps compute: every tile's window, halo included
+    /// (MP). Above `out_mp` once the image is tiled.
     pub work_mp: f64,
-    /// FLOPs of the whole run, counted layer by layer for each tile's padded size.
+    /// FLOPs of the whole run (`TiledUpscale::work`).
     pub flops: f64,
-    /// Untimed warm-up: one tile of each distinct tile shape (GPU kernels compile and
-    /// autotune on first use).
+    /// Untimed warm-up: one whole run (GPU kernels compile and autotune on first use).
     pub warmup_seconds: f64,
     /// Every timed run, then the fastest.
     pub run_seconds: Vec<f64>,
@@ -143,10 +141,7 @@ impl BackendTask for InferenceBench<'_> {
         };
         let s = args.scale;
         let tiles = match args.tile {
-            Some(tile) => TileOptions {
-                tile,
-                overlap: (tile / 8).max(1),
-            },
+            Some(tile) => TileOptions { tile },
             None => TileOptions::for_device(&config, s, NATIVE_BUFFER_BUDGET),
         };
         let side = input_side(&config, s, args.out_mp);
@@ -154,33 +149,11 @@ impl BackendTask for InferenceBench<'_> {
         let rss_after_load_mib = read_status_kib("VmRSS").unwrap_or(0) as f64 / 1024.0;
 
         let plan = TiledUpscale::new(&config, &image, &options, tiles)?;
-        let mut shapes: Vec<(usize, usize)> = Vec::new();
-        let (mut work_pixels, mut flops) = (0usize, 0u64);
-        for i in 0..plan.len() {
-            let t = plan.tile(i);
-            let (h, w) = (
-                padded(&config, t.height, s) * s,
-                padded(&config, t.width, s) * s,
-            );
-            work_pixels += h * w;
-            flops += model.flops(h, w);
-            if !shapes.contains(&(t.height, t.width)) {
-                shapes.push((t.height, t.width));
-            }
-        }
+        let (work_pixels, flops) = plan.work(&model);
 
-        // Warm-up: one tile of each shape, read back (kernels compile per shape on GPUs).
+        // Warm-up: one whole untimed run (GPU kernels compile and autotune per shape).
         let started = Instant::now();
-        for &shape in &shapes {
-            let index = (0..plan.len())
-                .find(|&i| {
-                    let t = plan.tile(i);
-                    (t.height, t.width) == shape
-                })
-                .expect("the shape came from the plan");
-            let out = plan.run(&model, &image, index, &device)?;
-            out.into_data();
-        }
+        model::upscale_tiled(&model, &image, &options, tiles, &device, |_, _| {})?;
         let warmup_seconds = started.elapsed().as_secs_f64();
 
         let mut run_seconds = Vec::with_capacity(args.runs);
@@ -204,8 +177,7 @@ impl BackendTask for InferenceBench<'_> {
             output: [ow, oh],
             out_mp,
             tile: tiles.tile,
-            overlap: tiles.overlap,
-            tiles: plan.len(),
+            tiles: plan.tiles(),
             work_mp: work_pixels as f64 / 1e6,
             flops: flops as f64,
             warmup_seconds,
@@ -225,21 +197,13 @@ impl BackendTask for InferenceBench<'_> {
     }
 }
 
-/// Input side whose output at `scale` is nearest `out_mp` megapixels, on the tiler's
-/// alignment (tiles start on multiples of it), so that no size pays for padding.
+/// Input side whose output at `scale` is nearest `out_mp` megapixels, on the network's
+/// size multiple, so that no size pays for padding.
 fn input_side(config: &ModelConfig, scale: usize, out_mp: f64) -> usize {
     let m = config.size_multiple();
     let align = m / gcd(m, scale);
     let side = (out_mp * 1e6).sqrt() / scale as f64;
     ((side / align as f64).round() as usize).max(1) * align
-}
-
-/// The LR length the pipeline pads `len` to (as `Naosd::upscale_at` does).
-fn padded(config: &ModelConfig, len: usize, scale: usize) -> usize {
-    let m = config.size_multiple();
-    (len..)
-        .find(|&l| (l * scale).is_multiple_of(m))
-        .expect("a multiple exists")
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -310,12 +274,10 @@ mod tests {
     #[test]
     fn input_sides_land_on_the_alignment_near_the_requested_size() {
         let base = ModelConfig::taef2();
-        // base at x4: alignment 8 input pixels.
+        // taef2 at x4: outputs on multiples of 32, so input sides on multiples of 8.
         assert_eq!(input_side(&base, 4, 0.25), 128);
         assert_eq!(input_side(&base, 4, 1.0), 248);
         assert_eq!(input_side(&base, 4, 4.0), 504);
-        assert_eq!(padded(&base, 248, 4), 248);
-        assert_eq!(padded(&base, 250, 4), 256);
     }
 
     #[test]
