@@ -28,6 +28,13 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
 run=runs/piece-$stamp
 mkdir -p "$run"
 cp target/debug/trainer-native "$run/trainer-native"
+# A batch is a pure function of (seed, step) and every piece starts at step 0, so each piece
+# trains with its own seed (its index in the record) to see crops the earlier pieces did not
+# (pieces 1-4 all had seed 0 and so replayed the same first batches).
+piece_seed=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["pieces"]))' "$record")
+grep -qx 'seed = 0' "$config" || { echo "train-piece.sh: $config lacks the line 'seed = 0'" >&2; exit 1; }
+sed "s/^seed = 0\$/seed = $piece_seed/" "$config" >"$run/config.toml"
+config=$run/config.toml
 started=$(date +%s)
 nice -n "${NICE:-10}" "$run/trainer-native" naosd --config "$config" --run-dir "$run" \
     --time-limit "$seconds" "$@"
@@ -61,6 +68,7 @@ doc["pieces"].append({
     "batch": train["batch"],
     "crop": tomllib.load(open(config, "rb"))["crop"],
     "lr": train["lr"],
+    "seed": train["seed"],
     "minutes": int(minutes),
     "images_per_s_median": round(rates[len(rates) // 2], 3) if rates else None,
     "hardware": f"{os.cpu_count()} cores ({cpu}), {platform.machine()}",

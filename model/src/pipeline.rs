@@ -61,17 +61,17 @@ impl Default for NaosdOptions {
 }
 
 /// Where the injected noise of a batch comes from: the seed's [`NoiseField`], batch element
-/// `b` reading stream `first_stream + b` at global latent coordinates `latent_origin`.
+/// `b` reading stream `first_stream + b` from the latent origin (the tiler runs the noisy step
+/// on the whole latent, so no caller reads the field elsewhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoiseSource {
     pub seed: u64,
     pub first_stream: u64,
-    pub latent_origin: (usize, usize),
 }
 
 impl NoiseSource {
     /// The noise of a latent batch of `dims = [n, C, h, w]`: element `b` is stream
-    /// `first_stream + b` of the seed's field, read at `latent_origin`.
+    /// `first_stream + b` of the seed's field, read from the origin.
     pub fn tensor<B: Backend>(&self, dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
         let [n, channels, height, width] = dims;
         let window = NoiseWindow {
@@ -79,7 +79,7 @@ impl NoiseSource {
             channels,
             height,
             width,
-            origin: self.latent_origin,
+            origin: (0, 0),
         };
         NoiseField::new(self.seed).tensor::<B>(n, self.first_stream, window, device)
     }
@@ -267,13 +267,8 @@ impl<B: Backend> Naosd<B> {
         }
         self.schedule.alpha_bar(options.t_add)?;
         self.schedule.alpha_bar(options.t_diff)?;
-        let m = self.config.size_multiple();
-        let pad_to = |len: usize| {
-            (len..)
-                .find(|&l| (l * options.scale).is_multiple_of(m))
-                .expect("a multiple exists")
-        };
-        Ok((pad_to(h), pad_to(w)))
+        let pad = |len| self.config.padded_lr_side(len, options.scale);
+        Ok((pad(h), pad(w)))
     }
 
     /// The local part of step 2 (`crate::autoencoder` module docs): the encoder up to its
@@ -307,7 +302,6 @@ impl<B: Backend> Naosd<B> {
         let noise = NoiseSource {
             seed,
             first_stream: 0,
-            latent_origin: (0, 0),
         };
         let z0 = self.denoise_latent(z_lr, noise, t_add, t_diff)?;
         Ok(self.autoencoder.decoder.forward_global(z0.div_scalar(k)))

@@ -119,6 +119,16 @@ impl ModelConfig {
         self.downsample_factor() << (self.unet.channels.len() - 1)
     }
 
+    /// The LR side, edge-padded, that a side of `len` LR pixels becomes so that its `scale`x
+    /// upscale is a multiple of [`Self::size_multiple`] (the untiled pipeline and the tiler pad
+    /// alike, which keeps their outputs equal).
+    pub fn padded_lr_side(&self, len: usize, scale: usize) -> usize {
+        let m = self.size_multiple();
+        (len..)
+            .find(|&l| (l * scale).is_multiple_of(m))
+            .expect("m is a multiple of itself, reached at the latest by len rounded up to m")
+    }
+
     /// Checks that the sizes form a network.
     ///
     /// # Errors
@@ -185,6 +195,24 @@ mod tests {
         assert_eq!(ModelConfig::taef2().size_multiple(), 32);
         assert_eq!(ModelConfig::tiny().size_multiple(), 16);
         assert!(ModelConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn padded_lr_side_is_the_least_side_whose_upscale_fits() {
+        for config in [ModelConfig::tiny(), ModelConfig::taef2()] {
+            let m = config.size_multiple();
+            for scale in 1..=4 {
+                for len in 1..=70 {
+                    let padded = config.padded_lr_side(len, scale);
+                    assert!(padded >= len && (padded * scale) % m == 0, "{len} x{scale}");
+                    assert!(
+                        (len..padded).all(|l| (l * scale) % m != 0),
+                        "{len} x{scale}"
+                    );
+                }
+            }
+        }
+        assert_eq!(ModelConfig::taef2().padded_lr_side(33, 4), 40);
     }
 
     #[test]

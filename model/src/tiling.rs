@@ -364,12 +364,7 @@ impl TiledUpscale {
         }
         // The LR is edge-padded so that its upscaled sides are multiples of the network's
         // size multiple, exactly as `Naosd::upscale` pads it.
-        let m = config.size_multiple();
-        let pad = |len: usize| {
-            (len..)
-                .find(|&l| (l * s).is_multiple_of(m))
-                .expect("a multiple exists")
-        };
+        let pad = |len| config.padded_lr_side(len, s);
         let padded_lr = (pad(image.height), pad(image.width));
         let f = config.downsample_factor();
         let cells = (padded_lr.0 * s / f, padded_lr.1 * s / f);

@@ -118,13 +118,13 @@ def noise_window(seed, stream, channels, height, width, origin=(0, 0)):
     return (radius * np.cos(2.0 * math.pi * noise_golden.unit_open(b))).astype(np.float32)
 
 
-def noise_tensor(seed, first_stream, dims, origin=(0, 0)):
-    """`NoiseSource { seed, first_stream, latent_origin }.tensor(dims)`."""
+def noise_tensor(seed, first_stream, dims):
+    """`NoiseSource { seed, first_stream }.tensor(dims)`."""
     n, c, h, w = dims
     # Drawn on the host (the generator is burn's, in numpy), then moved to the default device
     # (`torch.set_default_device`, set by bench_torch.py --device).
     return torch.from_numpy(np.stack(
-        [noise_window(seed, first_stream + b, c, h, w, origin) for b in range(n)])).to(
+        [noise_window(seed, first_stream + b, c, h, w) for b in range(n)])).to(
             torch.get_default_device())
 
 

@@ -184,8 +184,7 @@ proptest! {
         let f = config.downsample_factor();
         let c = config.autoencoder.channels;
         // The padded LR (as `Naosd::upscale` pads it) in latent cells.
-        let m = config.size_multiple();
-        let cells = |n: usize| (n..).find(|l| (l * scale) % m == 0).unwrap() * scale / f;
+        let cells = |n: usize| config.padded_lr_side(n, scale) * scale / f;
         let (cells_h, cells_w) = (cells(height), cells(width));
         // Distinct values for every channel and place (in [-1, 1], so no clamping).
         let truth = |c: usize, y: usize, x: usize| ((c * 7919 + y * 613 + x) % 2001) as f32 / 1000.0 - 1.0;

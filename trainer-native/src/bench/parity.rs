@@ -76,7 +76,6 @@ pub struct CaseHeader {
     pub t_diff: usize,
     pub seed: u64,
     pub first_stream: u64,
-    pub latent_origin: [usize; 2],
     pub colour_fix: String,
     pub tiled: bool,
     /// Fraction of SR values at the clamp (a check that the output is not trivially saturated).
@@ -140,7 +139,6 @@ impl BackendTask for ParityDump {
         let source = NoiseSource {
             seed: options.seed,
             first_stream: 0,
-            latent_origin: (0, 0),
         };
         let noise = source.tensor::<B>(z_lr.dims(), &device);
         let schedule = model.schedule();
@@ -171,7 +169,6 @@ impl BackendTask for ParityDump {
             t_diff: options.t_diff,
             seed: options.seed,
             first_stream: source.first_stream,
-            latent_origin: [0, 0],
             colour_fix: "none".into(),
             tiled: false,
             clamped_fraction: clamped as f64 / sr_values.len() as f64,

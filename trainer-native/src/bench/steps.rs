@@ -552,7 +552,6 @@ fn inference_parts<B: Backend>(
     let source = NoiseSource {
         seed: 0,
         first_stream: 0,
-        latent_origin: (0, 0),
     };
     let (warmup, repeats) = (args.warmup, args.repeats);
     let time = |f: &dyn Fn()| synced_median::<B>(warmup, repeats, device, f);
@@ -580,7 +579,6 @@ fn gdpo_forward_parts<B: Backend>(
     let noise = |seed| NoiseSource {
         seed,
         first_stream: 0,
-        latent_origin: (0, 0),
     };
     let lr = batch.lr.to_tensor::<B>(device);
     let reward = fidelity_reward();

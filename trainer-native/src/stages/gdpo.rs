@@ -480,7 +480,6 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let noise = NoiseSource {
             seed: cfg.train.seed ^ SAMPLE_NOISE,
             first_stream,
-            latent_origin: (0, 0),
         };
         let Groups { samples, z_lr } =
             sample_groups(&reference, lr, group, &cfg.inference_options(), noise)
@@ -502,7 +501,6 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let xi = NoiseSource {
             seed: cfg.train.seed ^ SHARED_NOISE,
             first_stream,
-            latent_origin: (0, 0),
         }
         .tensor::<B::InnerBackend>(x0.dims(), device);
         let x_t = reference

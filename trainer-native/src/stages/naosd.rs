@@ -260,7 +260,6 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         let noise = NoiseSource {
             seed: self.config.train.seed ^ 0x6e61_6f73_6400,
             first_stream: (batch.step * batch.lr.count) as u64,
-            latent_origin: (0, 0),
         };
         let (_, z0) = generator
             .clean_latent(
