@@ -658,7 +658,7 @@ def clip_global_norm(params, max_norm):
     return norm
 
 
-# ---------------------------------------------------------------- GDPO (stages/gdpo.rs)
+# ---------------------------------------------------------------- GDPO (stages/gdpo/mod.rs)
 
 def luma_bt601(img01):
     """metrics.rs: Y in [16, 235] from `[n, 3, h, w]` RGB in [0, 1] (float64)."""

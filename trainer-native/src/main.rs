@@ -16,7 +16,7 @@ use trainer_native::{
     reward::{DetailTerms, NssModel},
     stages::{
         autoencoder::RunAutoencoder,
-        gdpo::{MergeRun, RunGdpo},
+        gdpo::{MergeRun, RunGdpo, probe::ProbeRun},
         naosd::RunNaosd,
     },
     train::RunLimits,
@@ -58,6 +58,22 @@ enum Command {
     /// Stage 2: GDPO post-training of a NAOSD weight file (LoRA on the UNet, frozen
     /// reference); writes RUN_DIR/gdpo.safetensors (adapters merged).
     Gdpo(StageArgs),
+    /// Before GDPO training: sample groups from the config's reference on its training batches
+    /// and report how the reward's terms spread within groups against between images, and how
+    /// often two shifted views of the samples rank them alike (docs/gdpo.md).
+    GdpoProbe {
+        /// The GDPO run's config (reference, data, group size, reward).
+        #[arg(long)]
+        config: PathBuf,
+        /// Training batches to sample (`batch` LR crops each, `group` samples per crop).
+        #[arg(long, default_value_t = 8)]
+        batches: usize,
+        /// Pixels dropped at the top-left of one view and at the bottom-right of the other.
+        #[arg(long, default_value_t = 8)]
+        shift: usize,
+        #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
+        backend: BackendKind,
+    },
     /// Fold the LoRA adapters of a GDPO run's newest checkpoint into a plain weight file
     /// (checked: the merged output equals the unmerged policy's within 1e-4).
     Merge {
@@ -366,6 +382,20 @@ fn main() -> anyhow::Result<()> {
                 devices: args.devices()?,
             };
             println!("wrote {}", dispatch(args.backend, task)?.display());
+        }
+        Command::GdpoProbe {
+            config,
+            batches,
+            shift,
+            backend,
+        } => {
+            let config = read_toml(&config)?;
+            let task = ProbeRun {
+                config: &config,
+                batches,
+                shift,
+            };
+            print!("{}", dispatch(backend, task)?.to_markdown());
         }
         Command::Merge {
             config,

@@ -428,3 +428,36 @@ fn on_a_fixed_batch_the_policy_learns_the_group_preference() {
         assert!(mean_gap(true) < mean_gap(false), "group {b}");
     }
 }
+
+#[test]
+fn the_probe_measures_the_reward_spread_of_the_references_groups() {
+    let _serial = serial();
+    let f = fixture("gdpo-probe");
+    let cfg = config(&f, 1, 1e-3);
+    let device = Default::default();
+    let report = gdpo::probe::probe::<Cpu>(&cfg, 2, 4, &device).unwrap();
+    // 2 batches of 2 crops, a group of 3 samples each.
+    assert_eq!((report.groups, report.group_size), (4, 3));
+    let names: Vec<&str> = report.terms.iter().map(|t| t.name.as_str()).collect();
+    let mut expected = vec!["psnr_y".to_string()];
+    expected.extend(cfg.reward.build::<Cpu>(&device).unwrap().detail_names());
+    expected.push("reward".into());
+    assert_eq!(names, expected);
+    assert_eq!(names.len(), 4, "fidelity, realism, nss, reward: {names:?}");
+    // The random reference's noise makes its samples differ: every term varies in a group.
+    assert!(report.pixel_std_8bit > 0.01, "{report:?}");
+    for t in &report.terms {
+        assert!(t.within_group_std > 0.0, "{t:?}");
+        assert!((0.0..=1.0).contains(&t.pair_agreement), "{t:?}");
+    }
+    // Two identical views rank every pair alike.
+    let same = gdpo::probe::probe::<Cpu>(&cfg, 1, 0, &device).unwrap();
+    assert!(
+        same.terms.iter().all(|t| t.pair_agreement == 1.0),
+        "{same:?}"
+    );
+    // Too large a shift is refused, naming it.
+    let err = gdpo::probe::probe::<Cpu>(&cfg, 1, 20, &device).unwrap_err();
+    assert!(format!("{err:#}").contains("shift 20"), "{err:#}");
+    assert!(report.to_markdown().contains("| reward |"));
+}

@@ -18,6 +18,8 @@
 //! The result is merged ([`merge_policy`]): the output weight file has no adapters and costs
 //! nothing extra at inference.
 
+pub mod probe;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, ensure};
@@ -371,6 +373,44 @@ pub struct GdpoBatch {
     pub ratios: Vec<AttributeRatios>,
 }
 
+/// Where the batches of a run come from: batch `step` is a pure function of these and `step`.
+struct BatchSource<'a> {
+    dataset: &'a ImageFolder,
+    degradation: &'a DegradationConfig,
+    crop: usize,
+    batch: usize,
+    seed: u64,
+    round_ratios: bool,
+}
+
+impl BatchSource<'_> {
+    fn batch(&self, step: usize) -> anyhow::Result<GdpoBatch> {
+        let items: Vec<(Planar, Planar, AttributeRatios)> = (0..self.batch)
+            .into_par_iter()
+            .map(|i| {
+                let mut rng = item_rng(self.seed, step as u64, i as u64);
+                let (hr, lr) = degraded_crop(self.dataset, self.degradation, self.crop, &mut rng)?;
+                let ratios = attribute_ratios(&hr, self.round_ratios);
+                Ok((hr, lr, ratios))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut hr = Vec::with_capacity(self.batch);
+        let mut lr = Vec::with_capacity(self.batch);
+        let mut ratios = Vec::with_capacity(self.batch);
+        for (h, l, r) in items {
+            hr.push(h);
+            lr.push(l);
+            ratios.push(r);
+        }
+        Ok(GdpoBatch {
+            step,
+            lr: HostBatch::stack(step, &lr),
+            hr,
+            ratios,
+        })
+    }
+}
+
 /// What one micro-batch measured (for the log and the tests).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupStats {
@@ -646,29 +686,15 @@ impl<B: AutodiffBackend> Stage<B> for GdpoStage<B> {
         );
         let degradation = self.config.degradation.clone();
         Box::new(move |step| {
-            let items: Vec<(Planar, Planar, AttributeRatios)> = (0..batch)
-                .into_par_iter()
-                .map(|i| {
-                    let mut rng = item_rng(seed, step as u64, i as u64);
-                    let (hr, lr) = degraded_crop(&dataset, &degradation, crop, &mut rng)?;
-                    let ratios = attribute_ratios(&hr, round);
-                    Ok((hr, lr, ratios))
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let mut hr = Vec::with_capacity(batch);
-            let mut lr = Vec::with_capacity(batch);
-            let mut ratios = Vec::with_capacity(batch);
-            for (h, l, r) in items {
-                hr.push(h);
-                lr.push(l);
-                ratios.push(r);
-            }
-            Ok(GdpoBatch {
-                step,
-                lr: HostBatch::stack(step, &lr),
-                hr,
-                ratios,
-            })
+            let source = BatchSource {
+                dataset: &dataset,
+                degradation: &degradation,
+                crop,
+                batch,
+                seed,
+                round_ratios: round,
+            };
+            source.batch(step)
         })
     }
 
