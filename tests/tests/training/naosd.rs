@@ -176,3 +176,117 @@ fn shipped_configs_parse() {
     .unwrap();
     assert!(trainer_native::read_toml::<NaosdConfig>(&dir.join("bad.toml")).is_err());
 }
+
+/// The diversity-sensitive term: a micro-batch's crops come in pairs (same HR and LR, different
+/// noise), the term measures each pair's output difference (capped) and is logged; an odd batch
+/// is refused, naming the reason.
+#[test]
+fn the_diversity_term_pairs_crops_and_measures_their_outputs_difference() {
+    let _serial = serial();
+    let root = scratch_dir("naosd-diversity");
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..6u32 {
+        synthetic_image(48 + 4 * i, 40 + 4 * i)
+            .save(data.join(format!("img{i}.png")))
+            .unwrap();
+    }
+    let device = Default::default();
+    let init = root.join("init.safetensors");
+    let model = trainer_native::train::seeded::<Cpu, _>(&device, 7, || {
+        model::ModelConfig::tiny().init::<Cpu>(&device).unwrap()
+    });
+    std::fs::write(
+        &init,
+        model::save_weights(&model, model::StoredPrecision::F32).unwrap(),
+    )
+    .unwrap();
+    let cap = 0.5;
+    let config = NaosdConfig {
+        init,
+        data: data.clone(),
+        validation: None,
+        crop: 32,
+        train_encoder: false,
+        bicubic_fraction: 0.5,
+        validation_bicubic: false,
+        validation_side: 256,
+        t_add: 250,
+        t_diff: 100,
+        train: options(3, 1e-3),
+        loss: NaosdLoss {
+            latent: 0.0,
+            adversarial: 0.0,
+            diversity: 1.0,
+            diversity_cap: cap,
+            ..NaosdLoss::default()
+        },
+        degradation: DegradationConfig::default(),
+        discriminator: DiscriminatorConfig::default(),
+    };
+
+    // Items 2j and 2j + 1 are one crop; different pairs are different crops.
+    let dataset = trainer_native::data::ImageFolder::load(&data, 32).unwrap();
+    let stage =
+        naosd::NaosdStage::new(config.clone(), &model::ModelConfig::tiny(), dataset).unwrap();
+    type Ad = burn::backend::Autodiff<Cpu>;
+    let batch = trainer_native::train::Stage::<Ad>::batch_maker(&stage)(0).unwrap();
+    let item = |b: &trainer_native::data::HostBatch, i: usize| {
+        let n = b.data.len() / b.count;
+        b.data[i * n..(i + 1) * n].to_vec()
+    };
+    assert_eq!(batch.lr.count, 4);
+    assert_eq!(item(&batch.hr, 0), item(&batch.hr, 1));
+    assert_eq!(item(&batch.lr, 2), item(&batch.lr, 3));
+    assert_ne!(item(&batch.hr, 1), item(&batch.hr, 2));
+
+    // The term is logged every step: positive (the noise reaches the output), within the cap.
+    let run_dir = root.join("run");
+    naosd::run::<Cpu>(
+        config.clone(),
+        &run_dir,
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    let diversity: Vec<f64> = run_log(&run_dir)
+        .iter()
+        .filter_map(|v| v.get("diversity").and_then(|x| x.as_f64()))
+        .collect();
+    assert_eq!(diversity.len(), 3);
+    assert!(
+        diversity.iter().all(|&d| d > 0.0 && d <= cap),
+        "{diversity:?}"
+    );
+
+    // Weighted up, the term makes the model use its noise: the pairs' difference grows.
+    let mut strong = config.clone();
+    strong.train = options(24, 3e-3);
+    strong.loss.diversity = 10.0;
+    let run_dir = root.join("strong");
+    naosd::run::<Cpu>(
+        strong,
+        &run_dir,
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    let diversity: Vec<f64> = run_log(&run_dir)
+        .iter()
+        .filter_map(|v| v.get("diversity").and_then(|x| x.as_f64()))
+        .collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&diversity[..6]), mean(&diversity[18..]));
+    assert!(
+        last > 1.5 * first,
+        "the pairs' difference did not grow: {first:.4} -> {last:.4}"
+    );
+
+    let mut odd = config;
+    odd.train.batch = 3;
+    let dataset = trainer_native::data::ImageFolder::load(&data, 32).unwrap();
+    let err = naosd::NaosdStage::new(odd, &model::ModelConfig::tiny(), dataset)
+        .err()
+        .expect("an odd batch is refused");
+    assert!(format!("{err:#}").contains("must be even"), "{err:#}");
+}

@@ -12,6 +12,8 @@
 //! in scale), and a hinge adversarial loss against a PatchGAN
 //! discriminator trained from scratch in the same backward pass (its parameters see only the
 //! discriminator loss: the generator's adversarial term goes through a gradient-free copy).
+//! Optionally a diversity-sensitive term (`diversity`): crops come in pairs that differ only in
+//! their noise, and the pair's outputs are rewarded for differing, up to a cap.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +64,15 @@ pub struct NaosdLoss {
     pub adversarial: f64,
     /// Steps before the adversarial term is switched on (the discriminator trains from the start).
     pub adversarial_start: usize,
+    /// Weight of the diversity-sensitive term (Yang et al. 2019, "Diversity-sensitive
+    /// conditional GANs"): with it, a micro-batch holds its crops in pairs (same HR, same LR,
+    /// different noise streams) and the term rewards each pair's outputs for differing, up to
+    /// `diversity_cap`, so that the model uses its noise (GDPO ranks a group of samples that
+    /// must differ: docs/gdpo.md). It costs no extra pass: half as many crops per step.
+    pub diversity: f64,
+    /// Mean absolute difference of a pair's outputs (image units in [-1, 1]; 0.02 is 2.55 of
+    /// 255) beyond which the pair earns nothing more: the term asks for variety, not noise.
+    pub diversity_cap: f64,
 }
 
 impl Default for NaosdLoss {
@@ -73,6 +84,8 @@ impl Default for NaosdLoss {
             latent: 0.5,
             adversarial: 0.02,
             adversarial_start: 0,
+            diversity: 0.0,
+            diversity_cap: 0.02,
         }
     }
 }
@@ -177,6 +190,16 @@ impl NaosdStage {
             (0.0..=1.0).contains(&config.bicubic_fraction),
             "bicubic_fraction must be in [0, 1]"
         );
+        let loss = &config.loss;
+        anyhow::ensure!(
+            loss.diversity >= 0.0 && loss.diversity_cap > 0.0,
+            "diversity must be >= 0 and diversity_cap > 0"
+        );
+        anyhow::ensure!(
+            loss.diversity == 0.0 || config.train.batch.is_multiple_of(2),
+            "the diversity term pairs a micro-batch's crops: batch {} must be even",
+            config.train.batch
+        );
         let side = config.validation_side;
         let validation = match &config.validation {
             Some(dir) if config.validation_bicubic => {
@@ -229,11 +252,15 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         );
         let degradation = self.config.degradation.clone();
         let bicubic_fraction = self.config.bicubic_fraction;
+        // With the diversity term, items 2j and 2j + 1 are the same crop (the same random
+        // draws), told apart only by their noise streams.
+        let paired = self.config.loss.diversity > 0.0;
         Box::new(move |step| {
             let pairs: Vec<(Planar, Planar)> = (0..batch)
                 .into_par_iter()
                 .map(|i| {
-                    let mut rng = item_rng(seed, step as u64, i as u64);
+                    let item = if paired { i / 2 } else { i };
+                    let mut rng = item_rng(seed, step as u64, item as u64);
                     if bicubic_fraction > 0.0 && rng.random::<f64>() < bicubic_fraction {
                         let hr = dataset.random_crop(crop, &mut rng);
                         let lr = downscale_antialiased(&hr, degradation.scale);
@@ -277,9 +304,24 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
         let pixel = l1(sr.clone(), hr.clone());
         let ssim = multiscale_ssim_loss(sr.clone(), hr.clone());
         let gradient = gradient_loss(sr.clone(), hr.clone());
-        // Terms with a zero weight are not computed: on the pretrained TAEF2 every encoder or
-        // discriminator pass costs as much as the decoder's (docs/training.md).
         let zero = || Tensor::<B, 1>::zeros([1], device);
+        // Diversity: mean |SR_2j - SR_2j+1| per pair, capped, averaged over the pairs.
+        let diversity = if w.diversity > 0.0 {
+            let [n, c, h, wd] = sr.dims();
+            let pairs = sr.clone().reshape([n / 2, 2, c * h * wd]);
+            let first = pairs.clone().narrow(1, 0, 1);
+            let second = pairs.narrow(1, 1, 1);
+            (first - second)
+                .abs()
+                .mean_dim(2)
+                .clamp_max(w.diversity_cap)
+                .mean()
+        } else {
+            zero()
+        };
+        // Terms with a zero weight are not computed: the latent term needs an encoder pass of
+        // the HR, which on the pretrained TAEF2 costs as much as the decoder's (470 GFLOP per
+        // MP); the PatchGAN costs ~9 GFLOP per MP a pass, but still three passes.
         let latent = if w.latent > 0.0 {
             let z_hr = model
                 .target_encoder
@@ -312,6 +354,7 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
             + gradient.clone().mul_scalar(w.gradient)
             + latent.clone().mul_scalar(w.latent)
             + g_adv.clone().mul_scalar(adv_weight)
+            - diversity.clone().mul_scalar(w.diversity)
             + d_loss.clone();
         Losses {
             total,
@@ -322,6 +365,7 @@ impl<B: AutodiffBackend> Stage<B> for NaosdStage {
                 ("latent_mse", latent),
                 ("g_adv", g_adv),
                 ("d_hinge", d_loss),
+                ("diversity", diversity),
             ],
         }
     }
