@@ -366,14 +366,15 @@ def main():
     rep.add("## 1. Native inference, `base` preset, x4")
     rep.add()
     rep.add(
-        "`trainer-native bench inference --preset base --out-mp MP --backend B`: random `base` "
+        "`trainer-native bench inference --preset taef2 --out-mp MP --backend B`: random `taef2` "
         "weights (the cost does not depend on the values), a synthetic square input whose x4 "
         "output is nearest MP on the tiler's alignment, the real tiled path (`model::TiledUpscale`, "
-        "the native `upscale` default tile: 256 input / 1024 output pixels, overlap 32), one "
-        "untimed warm-up tile per tile shape, then the fastest of the timed runs (every tile "
-        "launched, read back and blended). One process per size, so the peak resident memory "
-        "(VmHWM) is that size's; on the CPU and on lavapipe the device memory is host memory "
-        "and is included. Work MP counts every tile's output, overlaps included."
+        "the native `upscale` default tile: 256 input / 1024 output pixels; an encode and a "
+        "decode step per tile with a 9-cell halo, one whole-image step), one untimed warm-up "
+        "step per step shape, then the fastest of the timed runs (every step launched, read "
+        "back and assembled). One process per size, so the peak resident memory (VmHWM) is "
+        "that size's; on the CPU and on lavapipe the device memory is host memory and is "
+        "included. Work MP counts every step's window, halos included."
     )
     rep.add()
     rows = []
@@ -417,7 +418,7 @@ def main():
             "self-attention (quadratic in the tile's tokens, a few % of the FLOPs at a 1024 "
             "output tile), and the number of tiles grows with the image, so time is linear in "
             "the *computed* pixels. Computed pixels exceed output pixels once an image is tiled, "
-            "by the overlap the planner chooses (work MP / out MP above); device memory is that "
+            "by the halos of the tiles' steps (work MP / out MP above); device memory is that "
             "of one tile, and the host adds the f32 output image (12 bytes per output pixel). "
             "The time of each step and the load average around it are in the status table at "
             "the end: on a shared machine, rows measured under a higher load are slower."
@@ -493,7 +494,7 @@ def main():
             ])
     if rows:
         rep.add(
-            "Achieved by inference: the FLOPs of every tile actually run (overlaps included) over "
+            "Achieved by inference: the FLOPs of every step actually run (halos included) over "
             "the run's time, against the best peak kernel of the same backend:"
         )
         rep.add()
@@ -595,7 +596,7 @@ def linearity(results):
     mem = large["peak_rss_mib"] / small["peak_rss_mib"] if small["peak_rss_mib"] else None
     return (
         f"{px:.1f}x the output pixels took {t:.1f}x the time "
-        f"(time per output MP x{t / px:.2f}; per computed MP, overlaps included, x{work:.2f}); "
+        f"(time per output MP x{t / px:.2f}; per computed MP, halos included, x{work:.2f}); "
         f"peak memory {small['peak_rss_mib']:.0f} -> {large['peak_rss_mib']:.0f} MiB"
         + (f" (x{mem:.2f})." if mem else ".")
     )

@@ -52,6 +52,10 @@ pub fn adain<B: Backend>(x: Tensor<B, 4>, reference: Tensor<B, 4>) -> Tensor<B, 
     (x - mx) / sx * sr + mr
 }
 
+/// How far [`low_frequency`] reaches, in pixels: 1 + 2 + 4 + 8 + 16 (the tiler widens the
+/// decode steps' halo by it).
+pub const LOW_FREQUENCY_REACH: usize = 31;
+
 /// Low-pass by five passes of a 3x3 binomial blur at dilations 1, 2, 4, 8, 16 (replicated
 /// borders), as in the wavelet colour fix of StableSR that the GDPO reference code uses.
 pub fn low_frequency<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {

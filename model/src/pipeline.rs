@@ -206,8 +206,10 @@ impl<B: Backend> Naosd<B> {
     }
 
     /// Steps 1 to 5 on LR images whose upsampled sides the network accepts: returns
-    /// `(LRup, z0)`. Inference ([`Self::upscale_at`]) and training (stage 1b, GDPO) share it,
-    /// so the model trains on exactly the path it runs.
+    /// `(LRup, z0)`, for training (stage 1b, GDPO). Inference runs the same functions split
+    /// at the autoencoder's global parts ([`Self::encode_features`], [`Self::global_features`],
+    /// [`Self::decode_features`]; `crate::tiling`), equal to this path within float rounding
+    /// (`the_shipped_model_tiles_exactly` and the tiling tests).
     ///
     /// # Errors
     /// [`ModelError::InvalidInput`] for timesteps outside the schedule.

@@ -221,7 +221,7 @@ impl Engine {
 
 /// Hooks of the tile loop: where progress goes out and cancellation comes in.
 pub trait TileEvents {
-    /// Before tile `index` of `total`; an error (e.g. [`WebError::Cancelled`]) stops the job.
+    /// Before step `index` of `total` (encode, global and decode steps); an error (e.g. [`WebError::Cancelled`]) stops the job.
     fn before(
         &mut self,
         index: usize,

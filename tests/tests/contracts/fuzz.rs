@@ -167,19 +167,30 @@ proptest! {
 proptest! {
     #![proptest_config(config(256))]
 
-    /// For any image size, scale and tile size the plan's windows stay inside the padded
-    /// latent grid and the decode steps tile the output exactly once: if every step returns
-    /// the true picture on its window, the result is that picture.
+    /// For any image size, scale (up to the largest the API takes), tile size, preset and
+    /// halo (the wavelet fix widens it) the plan's windows stay inside the padded latent grid
+    /// and the decode steps tile the output exactly once: if every step returns the true
+    /// picture on its window, the result is that picture. (Large scales with small tiles put
+    /// whole tiles into the padding: they must write nothing and not fail.)
     #[test]
     fn tiler_assembles_any_geometry(
         width in 1usize..80,
         height in 1usize..80,
-        scale in 1usize..=4,
+        scale in 1usize..=model::MAX_SCALE,
         tile in 1usize..96,
+        taef2 in any::<bool>(),
+        wavelet in any::<bool>(),
     ) {
-        let config = ModelConfig::tiny();
+        let config = if taef2 { ModelConfig::taef2() } else { ModelConfig::tiny() };
+        // Above x4, outputs of at most 160 px a side (one-cell tiles are many small steps).
+        let (width, height) = if scale > 4 {
+            (width.min(160 / scale), height.min(160 / scale))
+        } else {
+            (width, height)
+        };
         let image = HostImage::new(3, height, width, vec![0.0; 3 * height * width]).unwrap();
-        let options = NaosdOptions { scale, ..Default::default() };
+        let colour_fix = if wavelet { model::ColourFix::Wavelet } else { model::ColourFix::None };
+        let options = NaosdOptions { scale, colour_fix, ..Default::default() };
         let mut job = TiledUpscale::new(&config, &image, &options, TileOptions { tile }).unwrap();
         let f = config.downsample_factor();
         let c = config.autoencoder.channels;

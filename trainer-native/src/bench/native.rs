@@ -2,8 +2,8 @@
 //! upscale path (`model::TiledUpscale` with the native CLI's default tile), one size per
 //! process so that the process's peak resident memory is the peak of that size.
 //!
-//! What is timed is exactly what `trainer-native upscale` times: every tile launched, read
-//! back and blended on the host. Image decoding and encoding are left out (they are not the
+//! What is timed is exactly what `trainer-native upscale` times: every step launched, read
+//! back and assembled on the host. Image decoding and encoding are left out (they are not the
 //! model's cost), and the input is synthetic: speed does not depend on the pixels.
 
 use std::{
