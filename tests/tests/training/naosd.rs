@@ -38,10 +38,8 @@ fn options(steps: usize, lr: f64) -> TrainOptions {
     }
 }
 
-#[test]
-fn naosd_stage_trains_from_the_autoencoder() {
-    let _serial = serial();
-    let root = scratch_dir("naosd");
+/// Six generated images of different sizes under `root/data`.
+fn data_dir(root: &Path) -> std::path::PathBuf {
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
     for i in 0..6u32 {
@@ -49,6 +47,14 @@ fn naosd_stage_trains_from_the_autoencoder() {
             .save(data.join(format!("img{i}.png")))
             .unwrap();
     }
+    data
+}
+
+#[test]
+fn naosd_stage_trains_from_the_autoencoder() {
+    let _serial = serial();
+    let root = scratch_dir("naosd");
+    let data = data_dir(&root);
     let device = Default::default();
     let ae_config = AutoencoderConfig {
         preset: "tiny".into(),
@@ -184,13 +190,7 @@ fn shipped_configs_parse() {
 fn the_diversity_term_pairs_crops_and_measures_their_outputs_difference() {
     let _serial = serial();
     let root = scratch_dir("naosd-diversity");
-    let data = root.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for i in 0..6u32 {
-        synthetic_image(48 + 4 * i, 40 + 4 * i)
-            .save(data.join(format!("img{i}.png")))
-            .unwrap();
-    }
+    let data = data_dir(&root);
     let device = Default::default();
     let init = root.join("init.safetensors");
     let model = trainer_native::train::seeded::<Cpu, _>(&device, 7, || {

@@ -440,6 +440,15 @@ pub struct GdpoStage<B: AutodiffBackend> {
 const SAMPLE_NOISE: u64 = 0x6764_706f_5341;
 const SHARED_NOISE: u64 = 0x6764_706f_5849;
 
+/// The noise the reference samples step `step`'s groups with (`samples` = LR images x group),
+/// so that the probe draws exactly the groups a run trains on.
+fn sample_noise(config: &GdpoConfig, step: usize, samples: usize) -> NoiseSource {
+    NoiseSource {
+        seed: config.train.seed ^ SAMPLE_NOISE,
+        first_stream: (step * samples) as u64,
+    }
+}
+
 impl<B: AutodiffBackend> GdpoStage<B> {
     /// # Errors
     /// Bad config values, unreadable data.
@@ -517,10 +526,7 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let reference = self.reference_on(device);
 
         // 1-2. Group generation with the frozen reference.
-        let noise = NoiseSource {
-            seed: cfg.train.seed ^ SAMPLE_NOISE,
-            first_stream,
-        };
+        let noise = sample_noise(cfg, batch.step, n);
         let Groups { samples, z_lr } =
             sample_groups(&reference, lr, group, &cfg.inference_options(), noise)
                 .expect("timesteps validated");

@@ -18,15 +18,13 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, ensure};
-use burn::tensor::backend::Backend;
-use model::NoiseSource;
-
-use super::{BatchSource, GdpoConfig, SAMPLE_NOISE, sample_groups};
+use super::{BatchSource, GdpoConfig, sample_groups, sample_noise};
 use crate::{
     backend::BackendTask, data::ImageFolder, export::read_weights, image_io::tensor_to_planars,
     planar::Planar,
 };
+use anyhow::{Context, ensure};
+use burn::tensor::backend::Backend;
 
 /// How one term of the reward behaves across the probe's groups.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,11 +117,7 @@ pub fn probe<B: Backend>(
     let mut pixel_std = Vec::new();
     for step in 0..batches {
         let batch = source.batch(step)?;
-        let n = batch.hr.len() * group;
-        let noise = NoiseSource {
-            seed: config.train.seed ^ SAMPLE_NOISE,
-            first_stream: (step * n) as u64,
-        };
+        let noise = sample_noise(config, step, batch.hr.len() * group);
         let lr = batch.lr.to_tensor::<B>(device);
         let samples =
             sample_groups(&reference, lr, group, &config.inference_options(), noise)?.samples;
