@@ -249,9 +249,6 @@ pub fn global_step_bytes(config: &ModelConfig, out_h: usize, out_w: usize) -> u6
 /// the encode and decode steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
-    /// Row and column of the tile in the grid.
-    pub row: usize,
-    pub col: usize,
     /// Latent cells (output pixels / 8) of the tile, without its halo.
     pub y: usize,
     pub x: usize,
@@ -445,8 +442,6 @@ impl TiledUpscale {
             let (row, col) = (i / self.cols.len(), i % self.cols.len());
             let ((y, height), (x, width)) = (self.rows[row], self.cols[col]);
             Tile {
-                row,
-                col,
                 y,
                 x,
                 height,

@@ -7,8 +7,7 @@ use std::rc::Rc;
 use js_sys::{Float32Array, Function, Object, Promise, Reflect, Uint8Array, Uint8ClampedArray};
 use model::{
     ColourFix, HostImage, MAX_OUTPUT_PIXELS, MAX_SCALE, ModelError, NaosdOptions, TileOptions,
-    resample::bicubic_upsample_plane_u8,
-    tiling::{check_output_size, global_step_bytes, local_step_bytes},
+    resample::bicubic_upsample_plane_u8, tiling::check_output_size,
 };
 use serde::Serialize;
 use wasm_bindgen::{JsCast, prelude::*};
@@ -16,7 +15,7 @@ use wasm_bindgen_futures::{JsFuture, future_to_promise};
 use web_sys::AbortSignal;
 
 use crate::{
-    engine::{BackendPreference, Engine, TileEvents},
+    engine::{BackendPreference, Engine, TileEvents, Upscaled},
     error::WebError,
 };
 
@@ -151,11 +150,9 @@ impl Upscaler {
             let mut events = JsEvents {
                 on_progress: request.on_progress.clone(),
                 signal: request.signal.clone(),
-                steps: 0,
             };
             let (host, alpha) = rgba_to_host(&image, &request.naosd)?;
-            request.check_tile_fits(&engine, &host)?;
-            let out = engine
+            let done = engine
                 .upscale(&host, &request.naosd, request.tiles, &mut events)
                 .await?;
             // Transparency is carried through: the alpha plane is upscaled separately
@@ -164,10 +161,9 @@ impl Upscaler {
                 bicubic_upsample_plane_u8(&a, host.width, host.height, request.naosd.scale)
             });
             result_object(
-                &out,
+                &done,
                 alpha.as_deref(),
                 request.float32,
-                events.steps,
                 engine.report().backend,
             )
         })
@@ -241,48 +237,11 @@ impl Request {
     }
 }
 
-impl Request {
-    /// A step whose tensors exceed the device's largest buffer would fail inside the GPU
-    /// driver; refuse it here, naming the size that fits: a tile too large for the
-    /// full-resolution steps, or an image too large for the whole-image step.
-    fn check_tile_fits(&self, engine: &Engine, image: &HostImage) -> Result<(), JsValue> {
-        let limit = engine.report().max_buffer_bytes;
-        let s = self.naosd.scale;
-        let (h, w) = (
-            self.tiles.tile.min(image.height) * s,
-            self.tiles.tile.min(image.width) * s,
-        );
-        if local_step_bytes(engine.config(), h, w) > limit {
-            return Err(bad(&format!(
-                "tileSize {} at x{s} needs buffers larger than this device's {} MB; use at \
-                 most {}",
-                self.tiles.tile,
-                limit >> 20,
-                engine.default_tiles(s).tile
-            )));
-        }
-        let needed = global_step_bytes(engine.config(), image.height * s, image.width * s);
-        if needed > limit {
-            return Err(bad(&format!(
-                "a {}x{} image at x{s} needs a {} MB buffer for its whole-image step, more than \
-                 this device's {} MB; choose a smaller image or scale",
-                image.width,
-                image.height,
-                needed.div_ceil(1 << 20),
-                limit >> 20
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Progress to `onProgress`, cancellation from the `AbortSignal`, and a turn of the event loop
 /// between steps so both can happen.
 struct JsEvents {
     on_progress: Option<Function>,
     signal: Option<AbortSignal>,
-    /// Steps of the job (known after the first one).
-    steps: usize,
 }
 
 impl JsEvents {
@@ -304,7 +263,6 @@ impl TileEvents for JsEvents {
     }
 
     fn after(&mut self, done: usize, total: usize) {
-        self.steps = total;
         if let Some(f) = &self.on_progress {
             let event = Object::new();
             let _ = Reflect::set(&event, &"done".into(), &(done as f64).into());
@@ -371,12 +329,12 @@ fn rgba_to_host(
 }
 
 fn result_object(
-    out: &HostImage,
+    done: &Upscaled,
     alpha: Option<&[u8]>,
     float32: bool,
-    steps: usize,
     backend: &str,
 ) -> Result<JsValue, JsValue> {
+    let out = &done.image;
     let result = Object::new();
     let rgba = out.to_rgba_u8(alpha);
     Reflect::set(&result, &"width".into(), &(out.width as f64).into())?;
@@ -386,10 +344,8 @@ fn result_object(
         let unit = out.to_unit_range();
         Reflect::set(&result, &"rgb".into(), &Float32Array::from(&unit[..]))?;
     }
-    // `TiledUpscale` runs an encode and a decode step per tile and one whole-image step.
-    let tiles = steps.saturating_sub(1) / 2;
-    Reflect::set(&result, &"tiles".into(), &(tiles as f64).into())?;
-    Reflect::set(&result, &"steps".into(), &(steps as f64).into())?;
+    Reflect::set(&result, &"tiles".into(), &(done.tiles as f64).into())?;
+    Reflect::set(&result, &"steps".into(), &(done.steps as f64).into())?;
     Reflect::set(&result, &"backend".into(), &backend.into())?;
     Ok(result.into())
 }

@@ -11,7 +11,10 @@ use burn::{
     module::Module,
     tensor::backend::Backend,
 };
-use model::{HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale};
+use model::{
+    HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale,
+    tiling::{global_step_bytes, local_step_bytes},
+};
 use serde::Serialize;
 
 use crate::error::WebError;
@@ -188,17 +191,60 @@ impl Engine {
         TileOptions::for_device(self.config(), scale, self.report().max_buffer_bytes)
     }
 
-    /// Upscales `image` tile by tile.
+    /// A step whose tensors exceed the device's largest buffer would fail inside the GPU
+    /// driver (or exhaust the wasm heap); refuse it before any work, naming the size that
+    /// fits: a tile too large for the full-resolution steps, or an image too large for the
+    /// whole-image step.
     ///
     /// # Errors
-    /// As [`run_tiles`].
+    /// [`WebError::BadInput`] saying which limit the job exceeds.
+    pub fn check_fits(
+        &self,
+        image: &HostImage,
+        options: &NaosdOptions,
+        tiles: TileOptions,
+    ) -> Result<(), WebError> {
+        let limit = self.report().max_buffer_bytes;
+        let s = options.scale;
+        let (h, w) = (
+            tiles.tile.min(image.height) * s,
+            tiles.tile.min(image.width) * s,
+        );
+        if local_step_bytes(self.config(), h, w) > limit {
+            return Err(WebError::BadInput(format!(
+                "tileSize {} at x{s} needs buffers larger than this device's {} MB; use at \
+                 most {}",
+                tiles.tile,
+                limit >> 20,
+                self.default_tiles(s).tile
+            )));
+        }
+        let needed = global_step_bytes(self.config(), image.height * s, image.width * s);
+        if needed > limit {
+            return Err(WebError::BadInput(format!(
+                "a {}x{} image at x{s} needs a {} MB buffer for its whole-image step, more than \
+                 this device's {} MB; choose a smaller image or scale",
+                image.width,
+                image.height,
+                needed.div_ceil(1 << 20),
+                limit >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// Upscales `image` tile by tile, after [`Self::check_fits`].
+    ///
+    /// # Errors
+    /// As [`Self::check_fits`] and [`run_tiles`].
     pub async fn upscale(
         &self,
         image: &HostImage,
         options: &NaosdOptions,
         tiles: TileOptions,
         events: &mut impl TileEvents,
-    ) -> Result<HostImage, WebError> {
+    ) -> Result<Upscaled, WebError> {
+        self.check_fits(image, options, tiles)?;
         match self {
             Self::WebGpu { model, device, .. } => {
                 run_tiles(model, device, "webgpu", image, options, tiles, events).await
@@ -231,6 +277,16 @@ pub trait TileEvents {
     fn after(&mut self, done: usize, total: usize);
 }
 
+/// A finished job: the image and the plan that made it.
+#[derive(Debug)]
+pub struct Upscaled {
+    pub image: HostImage,
+    /// Tiles of the full-resolution (encode and decode) steps.
+    pub tiles: usize,
+    /// All steps: an encode and a decode step per tile, and the whole-image step.
+    pub steps: usize,
+}
+
 /// The asynchronous tile loop on any backend.
 ///
 /// # Errors
@@ -244,7 +300,7 @@ pub async fn run_tiles<B: Backend>(
     options: &NaosdOptions,
     tiles: TileOptions,
     events: &mut impl TileEvents,
-) -> Result<HostImage, WebError> {
+) -> Result<Upscaled, WebError> {
     let mut job = TiledUpscale::new(model.config(), image, options, tiles)?;
     let total = job.len();
     for index in 0..total {
@@ -257,7 +313,12 @@ pub async fn run_tiles<B: Backend>(
         job.accept(index, data)?;
         events.after(index + 1, total);
     }
-    Ok(job.finish()?)
+    let tiles = job.tiles();
+    Ok(Upscaled {
+        image: job.finish()?,
+        tiles,
+        steps: total,
+    })
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -77,7 +77,7 @@ fn tiling_keeps_memory_bounded_up_to_a_4_mp_output() {
     // What may grow with the image: host buffers of a few bytes per output pixel (the f32
     // output, the 8-bit image, the PNG encoder) and the whole-image step's tensors at 1/8
     // resolution (the tiler's global step: 1/64 of the pixels), not the full-resolution
-    // activations. Measured 2026-12-02: 432 -> 558 MiB, 32 bytes per extra output pixel.
+    // activations. The measured peaks are in docs/reliability.md ("Limits").
     let extra_mp = (512.0 * 512.0 - 128.0 * 128.0) * 16.0 / 1e6;
     let bound = 64.0 * extra_mp; // MiB at 64 bytes per extra output pixel
     assert!(

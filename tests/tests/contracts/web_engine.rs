@@ -1,6 +1,7 @@
 //! The web crate's engine, natively on its CPU backend (the same code the browser runs as its
 //! fallback): the asynchronous step loop equals the model crate's tiler, reports progress,
-//! stops on cancellation; bad weights and unavailable backends are clear errors.
+//! stops on cancellation; bad weights, unavailable backends and jobs too large for the
+//! device's buffers are clear errors.
 
 use core::{
     future::Future,
@@ -9,7 +10,10 @@ use core::{
 };
 
 use burn::backend::Flex;
-use model::{HostImage, ModelConfig, NaosdOptions, StoredPrecision, TileOptions};
+use model::{
+    HostImage, ModelConfig, NaosdOptions, StoredPrecision, TileOptions,
+    tiling::{global_step_bytes, local_step_bytes},
+};
 use web::{
     WebError,
     engine::{BackendPreference, Engine, TileEvents},
@@ -71,7 +75,7 @@ fn browser_loop_equals_the_native_tiler() {
         progress: vec![],
         cancel_at: None,
     };
-    let ours = block_on(engine.upscale(&image(), &options, tiles, &mut events)).unwrap();
+    let done = block_on(engine.upscale(&image(), &options, tiles, &mut events)).unwrap();
     let Engine::Cpu { model, .. } = &engine else {
         unreachable!()
     };
@@ -84,10 +88,14 @@ fn browser_loop_equals_the_native_tiler() {
         |_, _| {},
     )
     .unwrap();
-    assert_eq!(ours, native);
+    assert_eq!(done.image, native);
     let total = events.progress.len();
     assert!(total > 1);
     assert_eq!(events.progress.last(), Some(&(total, total)));
+    // The plan it reports: an encode and a decode step per tile, one whole-image step.
+    assert_eq!(done.steps, total);
+    assert!(done.tiles > 1, "tile 8 splits a 20x24 image");
+    assert_eq!(done.steps, 2 * done.tiles + 1);
 }
 
 #[test]
@@ -120,5 +128,69 @@ fn bad_bytes_give_a_clear_error() {
     assert!(
         err.to_string().contains("not a valid GDPO-SR weight file"),
         "{err}"
+    );
+}
+
+/// An LR image of `side` x `side` pixels (flat grey: only its size matters here).
+fn square(side: usize) -> HostImage {
+    HostImage::new(3, side, side, vec![0.0; 3 * side * side]).unwrap()
+}
+
+#[test]
+fn jobs_too_large_for_the_buffers_are_refused_before_any_work() {
+    let engine = block_on(Engine::load(&weights(), BackendPreference::Cpu)).unwrap();
+    let (limit, config) = (engine.report().max_buffer_bytes, engine.config().clone());
+    let options = NaosdOptions::default();
+    let s = options.scale;
+    let mut events = Recorder {
+        progress: vec![],
+        cancel_at: None,
+    };
+
+    // A tile whose full-resolution steps need more than the device's largest buffer, on an
+    // image whose whole-image step fits: the error names the tile size that fits.
+    let side = (1..)
+        .map(|k| 16 * k)
+        .find(|&n| local_step_bytes(&config, n * s, n * s) > limit)
+        .unwrap();
+    assert!(global_step_bytes(&config, side * s, side * s) <= limit);
+    let tile = TileOptions { tile: side };
+    let Err(WebError::BadInput(message)) =
+        block_on(engine.upscale(&square(side), &options, tile, &mut events))
+    else {
+        panic!("a tile of {side} px at x{s} was accepted");
+    };
+    let fits = engine.default_tiles(s).tile;
+    assert!(fits < side);
+    assert!(
+        message.contains(&format!("tileSize {side}"))
+            && message.contains(&format!("at most {fits}")),
+        "{message}"
+    );
+    assert!(events.progress.is_empty(), "refused before the first step");
+    // The default tiles on the same image pass.
+    engine
+        .check_fits(&square(side), &options, engine.default_tiles(s))
+        .unwrap();
+
+    // An image whose whole-image step alone exceeds the buffer, whatever the tiles (at x8,
+    // so that the LR stays small).
+    let options = NaosdOptions {
+        scale: 8,
+        ..options
+    };
+    let s = options.scale;
+    let side = (1..)
+        .map(|k| 64 * k)
+        .find(|&n| global_step_bytes(&config, n * s, n * s) > limit)
+        .unwrap();
+    let Err(WebError::BadInput(message)) =
+        engine.check_fits(&square(side), &options, engine.default_tiles(s))
+    else {
+        panic!("a {side}x{side} image at x{s} was accepted");
+    };
+    assert!(
+        message.contains(&format!("a {side}x{side} image")) && message.contains("whole-image step"),
+        "{message}"
     );
 }
