@@ -13,8 +13,8 @@
 # On a machine with a GPU and a Rust build, scripts/bench.sh runs its benchmark parts with
 # GPU_BIN=target/release/trainer-native.
 # Results land in $OUT (default target/gpu): results.tar.gz (JSON, logs, eval tables) and the
-# trained UNet, $OUT/taef2-unet.safetensors (copy it over weights/ and record the piece in
-# weights/taef2-unet.json, as train-piece.sh does).
+# trained UNet, $OUT/taef2-unet-fidelity.safetensors (copy it over weights/, record the piece
+# in weights/taef2-unet-fidelity.json and re-make the blend, as train-piece.sh does).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -123,7 +123,7 @@ carried_config "$WORK/naosd.toml" -e "s|^batch = .*|batch = $NAOSD_BATCH|"
 want train && part naosd $((NAOSD_SECONDS + 90)) "$BIN" naosd --config "$WORK/naosd.toml" \
         --run-dir "$WORK/naosd" --backend cuda --time-limit "$NAOSD_SECONDS" &&
     part export 30 "$BIN" export --weights "$WORK/naosd/naosd.safetensors" --trained-part unet \
-        --out "$OUT/taef2-unet.safetensors" &&
+        --out "$OUT/taef2-unet-fidelity.safetensors" &&
     part eval-set14 90 "$BIN" eval --hr "$DATA/eval/Set14" \
         --weights "piece=$WORK/naosd/naosd.safetensors" --backend cuda --out "$WORK/eval-set14.md"
 

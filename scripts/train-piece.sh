@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One training piece of the shipped model (docs/training.md, "Pieces"): trains
-# configs/naosd-taef2.toml from the committed UNet for at most SECONDS, exports the EMA UNet
-# back over weights/taef2-unet.safetensors (f16, the only state the next piece needs, on any
-# machine) and appends the piece to weights/taef2-unet.json. Commit both files afterwards.
+# configs/naosd-taef2.toml from the committed fidelity UNet for at most SECONDS, exports the EMA
+# UNet back over weights/taef2-unet-fidelity.safetensors (f16, the only state the next piece
+# needs, on any machine), appends the piece to weights/taef2-unet-fidelity.json and re-makes
+# the shipped blend, weights/taef2-unet.safetensors, with the alpha of weights/taef2-unet.json.
+# Commit the files afterwards (and the blend record's new SHA-256s).
 #
 #   scripts/train-piece.sh SECONDS [extra trainer-native naosd arguments, e.g. --backend cpu]
 #
@@ -16,8 +18,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:?usage: train-piece.sh SECONDS [naosd arguments]}
 shift
 config=configs/naosd-taef2.toml
-weights=weights/taef2-unet.safetensors
-record=weights/taef2-unet.json
+weights=weights/taef2-unet-fidelity.safetensors
+record=weights/taef2-unet-fidelity.json
 
 if [ ! -x target/debug/trainer-native ]; then
     features=()
@@ -84,4 +86,23 @@ with open(record + ".partial", "w") as f:
 os.replace(record + ".partial", record)
 print(f"piece: {steps} steps in {minutes} min; val PSNR-Y {val.get('val_psnr_y')} "
       f"(bicubic {val.get('val_psnr_y_bicubic')}); {record} updated")
+PY
+
+# The shipped default is a blend of this lineage and the perceptual piece: re-make it, and its
+# record's hashes, from the new fidelity UNet.
+blend_record=weights/taef2-unet.json
+alpha=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["alpha"])' "$blend_record")
+"$run/trainer-native" blend --a "$weights" --b weights/taef2-unet-perceptual.safetensors \
+    --alpha "$alpha" --out weights/taef2-unet.safetensors
+python3 - "$blend_record" <<'PY'
+import hashlib, json, os, sys
+
+record = sys.argv[1]
+doc = json.load(open(record))
+for end in ("a", "b"):
+    doc[end]["sha256"] = hashlib.sha256(open(doc[end]["file"], "rb").read()).hexdigest()
+with open(record + ".partial", "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+os.replace(record + ".partial", record)
 PY

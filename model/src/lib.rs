@@ -45,6 +45,6 @@ pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
 pub use schedule::NoiseSchedule;
 pub use tiling::{HostImage, MAX_OUTPUT_PIXELS, TileOptions, TiledUpscale, upscale_tiled};
 pub use weights::{
-    FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part, load_weights, read_weight_info,
-    save_trained_part, save_weights,
+    FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part, load_weights, named_parameters,
+    read_weight_info, save_trained_part, save_weights,
 };

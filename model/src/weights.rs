@@ -85,6 +85,17 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
     }
 }
 
+/// Every float parameter of a module by its dotted module path (`unet.conv_in.weight`), read
+/// back from the device.
+pub fn named_parameters<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, TensorData> {
+    let mut collect = Collect {
+        path: Vec::new(),
+        tensors: BTreeMap::new(),
+    };
+    module.visit(&mut collect);
+    collect.tensors
+}
+
 fn dtype_name(dtype: Dtype) -> &'static str {
     match dtype {
         Dtype::F16 => "F16",
@@ -150,26 +161,22 @@ fn save<B: Backend>(
     precision: StoredPrecision,
     part: Option<&str>,
 ) -> Result<Vec<u8>> {
-    let mut collect = Collect {
-        path: Vec::new(),
-        tensors: BTreeMap::new(),
-    };
-    model.visit(&mut collect);
+    let mut tensors = named_parameters(model);
     if let Some(part) = part {
-        collect.tensors.retain(|name, _| under(name, part));
-        if collect.tensors.is_empty() {
+        tensors.retain(|name, _| under(name, part));
+        if tensors.is_empty() {
             return Err(ModelError::InvalidInput(format!(
                 "the model has no parameters under `{part}`"
             )));
         }
     }
-    if let Some(name) = collect.tensors.keys().find(|n| n.contains(".lora.")) {
+    if let Some(name) = tensors.keys().find(|n| n.contains(".lora.")) {
         return Err(ModelError::InvalidInput(format!(
             "merge LoRA adapters before saving (found `{name}`)"
         )));
     }
     let mut encoded: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    for (name, data) in collect.tensors {
+    for (name, data) in tensors {
         let shape = data.shape.to_vec();
         let values: Vec<f32> = data
             .convert::<f32>()

@@ -1,10 +1,13 @@
 //! Writing weight files: atomically (write, fsync, rename), so an interrupted export never
 //! leaves a partial file where a reader expects a complete one.
 
-use std::{fs, io::Write, path::Path};
+use std::{collections::BTreeMap, fs, io::Write, path::Path};
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
+use burn::{
+    module::{Module, ModuleMapper, Param},
+    tensor::{Tensor, TensorData, backend::Backend},
+};
 use model::{ModelConfig, Naosd, StoredPrecision, save_trained_part, save_weights};
 
 use crate::{backend::BackendTask, pretrained};
@@ -95,6 +98,84 @@ impl BackendTask for ExportWeb<'_> {
         };
         write_atomically(self.out, &out)?;
         Ok(out.len())
+    }
+}
+
+/// Network interpolation (ESRGAN, Wang et al. 2018): every parameter of `a` moved the fraction
+/// `alpha` of the way to the same parameter of `b`, written in `a`'s form (a trained part stays
+/// a trained part). Two fine-tunings of one start (a fidelity and a perceptual piece) blend into
+/// a model between them without training; the pretrained autoencoder, shared by both, is
+/// left as it is.
+pub struct BlendWeights<'a> {
+    pub a: &'a Path,
+    pub b: &'a Path,
+    pub alpha: f32,
+    pub out: &'a Path,
+}
+
+impl BackendTask for BlendWeights<'_> {
+    type Output = usize;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.alpha),
+            "--alpha must be within 0..=1 (0 = the first file, 1 = the second), got {}",
+            self.alpha
+        );
+        let info = |path: &Path| -> anyhow::Result<model::WeightInfo> {
+            let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            model::read_weight_info(&bytes).with_context(|| path.display().to_string())
+        };
+        let (info_a, info_b) = (info(self.a)?, info(self.b)?);
+        anyhow::ensure!(
+            info_a.config == info_b.config && info_a.trained_part == info_b.trained_part,
+            "{} and {} are not the same architecture (config `{}` vs `{}`, trained part {:?} vs \
+             {:?}): only two trainings of one model can be blended",
+            self.a.display(),
+            self.b.display(),
+            info_a.config.name,
+            info_b.config.name,
+            info_a.trained_part,
+            info_b.trained_part
+        );
+        let a = read_weights::<B>(self.a, &device)?;
+        let b = read_weights::<B>(self.b, &device)?;
+        let mut blend = Blend {
+            path: Vec::new(),
+            targets: model::named_parameters(&b),
+            alpha: self.alpha,
+        };
+        let blended = a.map(&mut blend);
+        let out = match &info_a.trained_part {
+            Some(part) => save_trained_part(&blended, StoredPrecision::F16, part)?,
+            None => save_weights(&blended, StoredPrecision::F16)?,
+        };
+        write_atomically(self.out, &out)?;
+        Ok(out.len())
+    }
+}
+
+struct Blend {
+    path: Vec<String>,
+    targets: BTreeMap<String, TensorData>,
+    alpha: f32,
+}
+
+impl<B: Backend> ModuleMapper<B> for Blend {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        // Same config, so the same paths and shapes (checked above).
+        let target = self.path.join(".");
+        let target = self.targets.remove(&target).expect("same architecture");
+        let target = Tensor::<B, D>::from_data(target, &tensor.device());
+        // `a + alpha (b - a)`: a parameter both files share comes out bit-identical.
+        let blended = tensor.clone() + (target - tensor).mul_scalar(self.alpha);
+        Param::from_mapped_value(id, blended, mapper)
     }
 }
 

@@ -10,7 +10,7 @@ use trainer_native::{
     backend::{BackendKind, dispatch},
     degrade::{DegradationConfig, degrade_folder},
     eval::{Eval, LrSource},
-    export::{ExportWeb, InitWeights},
+    export::{BlendWeights, ExportWeb, InitWeights},
     info::{PresetCosts, cost_table},
     read_toml,
     reward::{DetailTerms, NssModel},
@@ -130,6 +130,21 @@ enum Command {
         /// model on a pretrained autoencoder that must not be redistributed.
         #[arg(long)]
         trained_part: Option<String>,
+    },
+    /// Network interpolation of two trainings of one model (e.g. a fidelity and a perceptual
+    /// piece): every parameter `(1 - alpha) * A + alpha * B`, written as A is (f16; a trained
+    /// part stays a trained part).
+    Blend {
+        /// The model at alpha 0.
+        #[arg(long)]
+        a: PathBuf,
+        /// The model at alpha 1 (same config as A).
+        #[arg(long)]
+        b: PathBuf,
+        #[arg(long)]
+        alpha: f32,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The quality table of bicubic, Lanczos, other upscalers' saved outputs and weight files
     /// on HR images (LR by antialiased bicubic, by the seeded Real-ESRGAN degradation, or real
@@ -459,6 +474,23 @@ fn main() -> anyhow::Result<()> {
                 },
             )?;
             println!("wrote {} ({size} bytes, f16)", out.display());
+        }
+        Command::Blend { a, b, alpha, out } => {
+            let size = dispatch(
+                BackendKind::Cpu,
+                BlendWeights {
+                    a: &a,
+                    b: &b,
+                    alpha,
+                    out: &out,
+                },
+            )?;
+            println!(
+                "wrote {} ({size} bytes, f16, {} + {alpha} x ({} - it))",
+                out.display(),
+                a.display(),
+                b.display()
+            );
         }
         Command::Eval {
             hr,

@@ -228,3 +228,95 @@ fn cli_tiles_like_the_library_and_upscales_folders() {
     );
     assert!(dir.join("out/a.png").exists());
 }
+
+/// Every tensor of a weight file as f32, by name.
+fn tensors_of(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = match view.dtype() {
+                safetensors::Dtype::F16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                _ => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            };
+            (name, values)
+        })
+        .collect()
+}
+
+#[test]
+fn blend_moves_every_parameter_the_fraction_alpha_and_refuses_what_cannot_blend() {
+    let dir = scratch_dir("blend");
+    let device = Default::default();
+    // Two independently initialised models of one config: every parameter differs.
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    for path in [&a, &b] {
+        let model = model::ModelConfig::tiny().init::<Cpu>(&device).unwrap();
+        let bytes = model::save_weights(&model, model::StoredPrecision::F32).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let blend = |alpha: &str, b: &std::path::Path, out: &std::path::Path| {
+        Command::new(trainer_binary())
+            .args(["blend", "--alpha", alpha, "--a"])
+            .arg(&a)
+            .arg("--b")
+            .arg(b)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.join("blend.safetensors");
+    let run = blend("0.25", &b, &out);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let bytes = std::fs::read(&out).unwrap();
+    // A complete weight file: the model crate loads it (hash and config checked).
+    load_weights::<Cpu>(&bytes, &device).unwrap();
+    let (ta, tb, tout) = (
+        tensors_of(&std::fs::read(&a).unwrap()),
+        tensors_of(&std::fs::read(&b).unwrap()),
+        tensors_of(&bytes),
+    );
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tout.keys().collect::<Vec<_>>());
+    let mut moved = 0;
+    for (name, out) in &tout {
+        for ((&x, &y), &z) in ta[name].iter().zip(&tb[name]).zip(out) {
+            let expected = x + 0.25 * (y - x);
+            // f16 storage: relative error <= 2^-11.
+            assert!(
+                (z - expected).abs() <= expected.abs() * 1e-3 + 1e-6,
+                "{name}: {z} vs {expected} (a {x}, b {y})"
+            );
+            moved += usize::from(x != y);
+        }
+    }
+    assert!(moved > 1000, "the two models barely differ ({moved} values)");
+
+    // Refused, with nothing written: an alpha outside 0..=1, and another architecture.
+    let refused = dir.join("refused.safetensors");
+    let run = blend("1.5", &b, &refused);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--alpha must be within 0..=1"));
+    let mut other = model::ModelConfig::tiny();
+    other.unet.channels[0] *= 2;
+    let other_file = dir.join("other.safetensors");
+    let other_model = other.init::<Cpu>(&device).unwrap();
+    std::fs::write(
+        &other_file,
+        model::save_weights(&other_model, model::StoredPrecision::F16).unwrap(),
+    )
+    .unwrap();
+    let run = blend("0.5", &other_file, &refused);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not the same architecture"));
+    assert!(!refused.exists());
+}
