@@ -122,7 +122,8 @@ impl BackendTask for BlendWeights<'_> {
             self.alpha
         );
         let info = |path: &Path| -> anyhow::Result<model::WeightInfo> {
-            let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             model::read_weight_info(&bytes).with_context(|| path.display().to_string())
         };
         let (info_a, info_b) = (info(self.a)?, info(self.b)?);

@@ -276,7 +276,11 @@ fn blend_moves_every_parameter_the_fraction_alpha_and_refuses_what_cannot_blend(
     };
     let out = dir.join("blend.safetensors");
     let run = blend("0.25", &b, &out);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     let bytes = std::fs::read(&out).unwrap();
     // A complete weight file: the model crate loads it (hash and config checked).
@@ -286,7 +290,10 @@ fn blend_moves_every_parameter_the_fraction_alpha_and_refuses_what_cannot_blend(
         tensors_of(&std::fs::read(&b).unwrap()),
         tensors_of(&bytes),
     );
-    assert_eq!(ta.keys().collect::<Vec<_>>(), tout.keys().collect::<Vec<_>>());
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tout.keys().collect::<Vec<_>>()
+    );
     let mut moved = 0;
     for (name, out) in &tout {
         for ((&x, &y), &z) in ta[name].iter().zip(&tb[name]).zip(out) {
@@ -299,7 +306,10 @@ fn blend_moves_every_parameter_the_fraction_alpha_and_refuses_what_cannot_blend(
             moved += usize::from(x != y);
         }
     }
-    assert!(moved > 1000, "the two models barely differ ({moved} values)");
+    assert!(
+        moved > 1000,
+        "the two models barely differ ({moved} values)"
+    );
 
     // Refused, with nothing written: an alpha outside 0..=1, and another architecture.
     let refused = dir.join("refused.safetensors");
