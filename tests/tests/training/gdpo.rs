@@ -87,6 +87,7 @@ fn fixture(name: &str) -> Fixture {
 fn config(f: &Fixture, steps: usize, lr: f64) -> GdpoConfig {
     GdpoConfig {
         reference: f.reference.clone(),
+        policy_init: None,
         data: f.data.clone(),
         validation: Some(f.data.clone()),
         crop: 32,
@@ -460,4 +461,66 @@ fn the_probe_measures_the_reward_spread_of_the_references_groups() {
     let err = gdpo::probe::probe::<Cpu>(&cfg, 1, 20, &device).unwrap_err();
     assert!(format!("{err:#}").contains("shift 20"), "{err:#}");
     assert!(report.to_markdown().contains("| reward |"));
+}
+
+/// A run continued on a new machine from a small file: `policy_init` = the first piece's
+/// merged output starts the policy there (fresh adapters on top, so the second piece's step-0
+/// model is exactly the first piece's result), while the reference stays the original; a file
+/// of another model is refused.
+#[test]
+fn a_second_piece_starts_from_the_first_pieces_merged_output() {
+    let _serial = serial();
+    let f = fixture("gdpo-pieces");
+    let device: burn::backend::flex::FlexDevice = Default::default();
+    let first = gdpo::run::<Cpu>(
+        config(&f, 3, 2e-3),
+        &f.root.join("piece1"),
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    let unet = |path: &std::path::Path| {
+        let model = load_weights::<Cpu>(&std::fs::read(path).unwrap(), &device).unwrap();
+        model::named_parameters(&model)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("unet."))
+            .map(|(name, data)| (name, data.to_vec::<f32>().unwrap()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (reference, trained) = (unet(&f.reference), unet(&first));
+    assert_ne!(
+        reference, trained,
+        "the first piece did not move the policy"
+    );
+
+    let mut second = config(&f, 3, 2e-3);
+    second.policy_init = Some(first.clone());
+    second.train.seed += 1;
+    let start = gdpo::run::<Cpu>(
+        second.clone(),
+        &f.root.join("piece2"),
+        RunLimits {
+            stop_after: Some(0),
+            ..RunLimits::default()
+        },
+        std::slice::from_ref(&device),
+    )
+    .unwrap();
+    assert_eq!(unet(&start), trained);
+
+    let other = f.root.join("other.safetensors");
+    let mut config_b = ModelConfig::tiny();
+    config_b.unet.channels[0] *= 2;
+    let model = config_b.init::<Cpu>(&device).unwrap();
+    std::fs::write(&other, save_weights(&model, StoredPrecision::F32).unwrap()).unwrap();
+    second.policy_init = Some(other);
+    let err = gdpo::run::<Cpu>(
+        second,
+        &f.root.join("piece3"),
+        RunLimits::default(),
+        std::slice::from_ref(&device),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is another model than the reference"), "{err}");
 }

@@ -451,6 +451,7 @@ fn measure<B: Backend>(args: &StepsArgs, device: &B::Device) -> anyhow::Result<V
             )
         });
         let gdpo_config = GdpoConfig {
+            policy_init: None,
             reference: PathBuf::new(),
             data: PathBuf::new(),
             validation: None,

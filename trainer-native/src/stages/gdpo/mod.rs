@@ -147,6 +147,13 @@ impl RewardConfig {
 pub struct GdpoConfig {
     /// The trained NAOSD weight file: the frozen reference, sampler and policy base.
     pub reference: PathBuf,
+    /// Where the policy starts instead of the reference: an earlier piece's merged output
+    /// (`gdpo.safetensors`, or its `export --trained-part unet`, 8.6 MB f16 for `taef2`),
+    /// so that a run continues on a new machine from a small committed file. Fresh adapters
+    /// (and optimizer moments) go on top of it; the reference stays what the loss compares to.
+    /// Give each piece its own `train.seed`, or it replays the first piece's batches.
+    #[serde(default)]
+    pub policy_init: Option<PathBuf>,
     pub data: PathBuf,
     /// Held-out images: validation compares policy and reference on them.
     pub validation: Option<PathBuf>,
@@ -768,8 +775,23 @@ fn reference_and_policy<B: Backend>(
     device: &B::Device,
 ) -> anyhow::Result<(Naosd<B>, GdpoPolicy<B>)> {
     let reference = read_weights::<B>(&config.reference, device)?;
+    let base = match &config.policy_init {
+        None => reference.clone(),
+        Some(path) => {
+            let init = read_weights::<B>(path, device)?;
+            ensure!(
+                init.config() == reference.config(),
+                "policy_init {} is another model than the reference {} (config `{}` vs `{}`)",
+                path.display(),
+                config.reference.display(),
+                init.config().name,
+                reference.config().name
+            );
+            init
+        }
+    };
     let policy = crate::train::seeded::<B, _>(device, config.train.seed, || {
-        GdpoPolicy::new(&reference, &config.lora.config(), device)
+        GdpoPolicy::new(&base, &config.lora.config(), device)
     });
     Ok((reference, policy))
 }
