@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine is used for, in one call of a fixed length (docs/gpu.md):
 # the CUDA rows of docs/benchmarks.md (burn-cuda inference and training steps, PyTorch CUDA
-# on the same work), then a time-boxed training piece of the shipped model
-# (configs/naosd-taef2.toml from the committed UNet, as scripts/train-piece.sh does here) whose
-# exported UNet (f16, 8.6 MB) comes back. Each part has its own time cap taken from one
+# on the same work), then a time-boxed training piece of the fidelity UNet
+# (configs/naosd-taef2.toml from the committed weights/taef2-unet-fidelity.safetensors, as
+# scripts/train-piece.sh does here) whose exported UNet (f16, 8.6 MB) comes back. Each part has its own time cap taken from one
 # deadline, so a failing or slow part never starves the ones after it.
 #
 # Prepared on the build machine (the device has no Rust toolchain and reaches no network):
@@ -13,8 +13,11 @@
 # On a machine with a GPU and a Rust build, scripts/bench.sh runs its benchmark parts with
 # GPU_BIN=target/release/trainer-native.
 # Results land in $OUT (default target/gpu): results.tar.gz (JSON, logs, eval tables) and the
-# trained UNet, $OUT/taef2-unet-fidelity.safetensors (copy it over weights/, record the piece
-# in weights/taef2-unet-fidelity.json and re-make the blend, as train-piece.sh does).
+# trained UNet, $OUT/taef2-unet-fidelity.safetensors: copy it over weights/, add the piece to
+# weights/taef2-unet-fidelity.json by hand, and re-make the shipped blend with
+# `trainer-native blend --a weights/taef2-unet-fidelity.safetensors --b
+# weights/taef2-unet-perceptual.safetensors --alpha A --out weights/taef2-unet.safetensors`
+# (A and the hashes: weights/taef2-unet.json).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -109,8 +112,8 @@ want ops && part steps-cuda-im2col 150 env GDPO_SR_CONV=im2col "$BIN" bench step
 want torch && part torch-cuda 90 python3 tests/pytorch/bench_torch.py --device cuda --tf32 off \
     --json "$WORK/torch-cuda.json"
 
-# 3. A training piece of the shipped model, time-boxed: the repository's config with the
-# carried data and TAEF2 (.devdata/taef2, gpu-prepare.sh), from the committed UNet.
+# 3. A training piece of the fidelity UNet, time-boxed: the repository's config with the
+# carried data and TAEF2 (.devdata/taef2, gpu-prepare.sh), from the committed fidelity UNet.
 export GDPO_SR_TAEF2_DIR=$DATA/taef2
 # carried_config OUT [SED-EXPR...]: configs/naosd-taef2.toml reading the carried data.
 carried_config() {

@@ -10,7 +10,8 @@
 # own NIQE/BRISQUE) and writes side-by-side crops; the tables, the chosen crops and the
 # commands replace the generated section of docs/quality.md.
 #
-#   scripts/quality.sh [NAME=WEIGHTS ...]      (default: shipped=weights/taef2-unet.safetensors)
+#   scripts/quality.sh [NAME=WEIGHTS ...]      (default: the shipped blend and its two ends,
+#       shipped=weights/taef2-unet.safetensors fidelity=...-fidelity perceptual=...-perceptual)
 #
 # Knobs: SETS (default "Set5 Set14 BSD100"), KINDS (default "bicubic realesrgan"), LIMIT
 # (images per set, for a quick look), ESRGAN (default "slim,medium,thick"; empty: no GAN
@@ -26,7 +27,9 @@ kinds=${KINDS:-bicubic realesrgan}
 esrgan=${ESRGAN-slim,medium,thick}
 crops=${CROPS:-Set5/butterfly Set14/zebra Set14/comic BSD100/img_004_SRF_4_HR}
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(shipped=weights/taef2-unet.safetensors)
+[ ${#models[@]} -gt 0 ] || models=(shipped=weights/taef2-unet.safetensors
+    fidelity=weights/taef2-unet-fidelity.safetensors
+    perceptual=weights/taef2-unet-perceptual.safetensors)
 eval_dir=../shared/data/eval
 out=target/quality
 doc=docs/quality.md

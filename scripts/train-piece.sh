@@ -21,7 +21,8 @@ config=configs/naosd-taef2.toml
 weights=weights/taef2-unet-fidelity.safetensors
 record=weights/taef2-unet-fidelity.json
 
-if [ ! -x target/debug/trainer-native ]; then
+# Rebuilt when missing or older than this script (the blend at the end needs `blend`).
+if [ ! -x target/debug/trainer-native ] || ! target/debug/trainer-native blend --help >/dev/null 2>&1; then
     features=()
     [ -f .venv-bench/libtorch/lib/libtorch_cpu.so ] && features=(--features tch)
     cargo build -p trainer-native --bin trainer-native "${features[@]}"
@@ -101,8 +102,11 @@ record = sys.argv[1]
 doc = json.load(open(record))
 for end in ("a", "b"):
     doc[end]["sha256"] = hashlib.sha256(open(doc[end]["file"], "rb").read()).hexdigest()
+doc["sha256"] = hashlib.sha256(open("weights/taef2-unet.safetensors", "rb").read()).hexdigest()
 with open(record + ".partial", "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
 os.replace(record + ".partial", record)
 PY
+echo "train-piece.sh: weights/taef2-unet.safetensors re-made at alpha $alpha from the new" \
+    "fidelity UNet: re-check alpha (docs/training.md) and re-run scripts/quality.sh"
