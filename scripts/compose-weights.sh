@@ -21,4 +21,6 @@ if [ "${1:-}" = --or-tiny ] && [ ! -d "$taef2" ]; then
     "$bin" init --preset tiny --out "$out"
     exit 0
 fi
+# The shipped file is a detail range (two UNets); the web file keeps it, so the page and the
+# npm package have the detail knob.
 "$bin" export --weights weights/taef2-unet.safetensors --out "$out"

@@ -14,10 +14,10 @@
 # GPU_BIN=target/release/trainer-native.
 # Results land in $OUT (default target/gpu): results.tar.gz (JSON, logs, eval tables) and the
 # trained UNet, $OUT/taef2-unet-fidelity.safetensors: copy it over weights/, add the piece to
-# weights/taef2-unet-fidelity.json by hand, and re-make the shipped blend with
-# `trainer-native blend --a weights/taef2-unet-fidelity.safetensors --b
-# weights/taef2-unet-perceptual.safetensors --alpha A --out weights/taef2-unet.safetensors`
-# (A and the hashes: weights/taef2-unet.json).
+# weights/taef2-unet-fidelity.json by hand, and re-make the shipped detail range with
+# `trainer-native range --low weights/taef2-unet-fidelity.safetensors --high
+# weights/taef2-unet-perceptual.safetensors --default D --out weights/taef2-unet.safetensors`
+# (D and the hashes: weights/taef2-unet.json).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

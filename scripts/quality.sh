@@ -10,7 +10,7 @@
 # own NIQE/BRISQUE) and writes side-by-side crops; the tables, the chosen crops and the
 # commands replace the generated section of docs/quality.md.
 #
-#   scripts/quality.sh [NAME=WEIGHTS ...]      (default: the shipped blend and its two ends,
+#   scripts/quality.sh [NAME=WEIGHTS ...]      (default: the shipped range at its default and its two ends,
 #       shipped=weights/taef2-unet.safetensors fidelity=...-fidelity perceptual=...-perceptual)
 #
 # Knobs: SETS (default "Set5 Set14 BSD100"), KINDS (default "bicubic realesrgan"), LIMIT

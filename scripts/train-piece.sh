@@ -3,8 +3,9 @@
 # configs/naosd-taef2.toml from the committed fidelity UNet for at most SECONDS, exports the EMA
 # UNet back over weights/taef2-unet-fidelity.safetensors (f16, the only state the next piece
 # needs, on any machine), appends the piece to weights/taef2-unet-fidelity.json and re-makes
-# the shipped blend, weights/taef2-unet.safetensors, with the alpha of weights/taef2-unet.json.
-# Commit the files afterwards (and the blend record's new SHA-256s).
+# the shipped detail range, weights/taef2-unet.safetensors (this lineage at detail 0, the
+# perceptual piece at 1), with the default of weights/taef2-unet.json. Commit the files
+# afterwards (and the range record's new SHA-256s).
 #
 #   scripts/train-piece.sh SECONDS [extra trainer-native naosd arguments, e.g. --backend cpu]
 #
@@ -21,8 +22,8 @@ config=configs/naosd-taef2.toml
 weights=weights/taef2-unet-fidelity.safetensors
 record=weights/taef2-unet-fidelity.json
 
-# Rebuilt when missing or older than this script (the blend at the end needs `blend`).
-if [ ! -x target/debug/trainer-native ] || ! target/debug/trainer-native blend --help >/dev/null 2>&1; then
+# Rebuilt when missing or older than this script (the range at the end needs `range`).
+if [ ! -x target/debug/trainer-native ] || ! target/debug/trainer-native range --help >/dev/null 2>&1; then
     features=()
     [ -f .venv-bench/libtorch/lib/libtorch_cpu.so ] && features=(--features tch)
     cargo build -p trainer-native --bin trainer-native "${features[@]}"
@@ -89,18 +90,18 @@ print(f"piece: {steps} steps in {minutes} min; val PSNR-Y {val.get('val_psnr_y')
       f"(bicubic {val.get('val_psnr_y_bicubic')}); {record} updated")
 PY
 
-# The shipped default is a blend of this lineage and the perceptual piece: re-make it, and its
-# record's hashes, from the new fidelity UNet.
-blend_record=weights/taef2-unet.json
-alpha=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["alpha"])' "$blend_record")
-"$run/trainer-native" blend --a "$weights" --b weights/taef2-unet-perceptual.safetensors \
-    --alpha "$alpha" --out weights/taef2-unet.safetensors
-python3 - "$blend_record" <<'PY'
+# The shipped default is a detail range from this lineage to the perceptual piece: re-make it,
+# and its record's hashes, from the new fidelity UNet.
+range_record=weights/taef2-unet.json
+default=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["default"])' "$range_record")
+"$run/trainer-native" range --low "$weights" --high weights/taef2-unet-perceptual.safetensors \
+    --default "$default" --out weights/taef2-unet.safetensors
+python3 - "$range_record" <<'PY'
 import hashlib, json, os, sys
 
 record = sys.argv[1]
 doc = json.load(open(record))
-for end in ("a", "b"):
+for end in ("low", "high"):
     doc[end]["sha256"] = hashlib.sha256(open(doc[end]["file"], "rb").read()).hexdigest()
 doc["sha256"] = hashlib.sha256(open("weights/taef2-unet.safetensors", "rb").read()).hexdigest()
 with open(record + ".partial", "w") as f:
@@ -108,5 +109,5 @@ with open(record + ".partial", "w") as f:
     f.write("\n")
 os.replace(record + ".partial", record)
 PY
-echo "train-piece.sh: weights/taef2-unet.safetensors re-made at alpha $alpha from the new" \
-    "fidelity UNet: re-check alpha (docs/training.md) and re-run scripts/quality.sh"
+echo "train-piece.sh: weights/taef2-unet.safetensors re-made (default detail $default) from the new" \
+    "fidelity UNet: re-check the default (docs/training.md) and re-run scripts/quality.sh"

@@ -29,6 +29,11 @@ function describe(info) {
   return `Model "${info.preset}", ${(info.parameters / 1e6).toFixed(2)} M parameters, running on ${where}.`;
 }
 
+function setDetail(value) {
+  $("detail").value = String(value);
+  $("detail-value").textContent = Number($("detail").value).toFixed(2);
+}
+
 async function loadModel(weights, label) {
   $("run").disabled = true;
   status(`Loading ${label}…`);
@@ -38,6 +43,10 @@ async function loadModel(weights, label) {
     upscaler = next;
     const info = upscaler.info();
     $("model-info").textContent = describe(info);
+    // The detail knob moves the model between its two trained ends; weights with one model
+    // have no knob.
+    $("detail").disabled = info.detailDefault === null;
+    if (info.detailDefault !== null) setDetail(info.detailDefault);
     document.body.dataset.backend = info.backend;
     status(input ? "Ready." : "Ready: drop or pick an image.");
     calibrate(upscaler);
@@ -162,7 +171,7 @@ async function run() {
     const result = await upscaler.upscale(input.imageData, {
       scale: Number($("scale").value),
       seed: Number($("seed").value),
-      tAdd: Number($("tadd").value),
+      ...($("detail").disabled ? {} : { detail: Number($("detail").value) }),
       colourFix: $("colour-fix").value,
       signal: running.signal,
       onProgress: ({ done, total }) => {
@@ -207,7 +216,7 @@ drop.addEventListener("drop", (e) => {
 $("run").addEventListener("click", run);
 $("cancel").addEventListener("click", () => running?.abort());
 $("scale").addEventListener("change", estimate);
-$("tadd").addEventListener("input", (e) => { $("tadd-value").textContent = e.target.value; });
+$("detail").addEventListener("input", (e) => setDetail(e.target.value));
 $("split").addEventListener("input", (e) => {
   $("after-clip").style.clipPath = `inset(0 0 0 ${e.target.value}%)`;
 });

@@ -17,7 +17,9 @@ pub enum ModelError {
     #[error("not a valid GDPO-SR weight file: {0}")]
     WeightFormat(String),
     /// A weight file written by an incompatible version of the format.
-    #[error("unsupported weight format version {found} (this build reads version {supported})")]
+    #[error(
+        "unsupported weight format version {found} (this build reads versions 1 to {supported})"
+    )]
     UnsupportedVersion { found: String, supported: u32 },
     /// The stored content hash does not match the tensors: the file is corrupted.
     #[error("weight file is corrupted: content hash {found} does not match the stored {expected}")]

@@ -11,7 +11,8 @@
 //!   call at `t_diff`, decode, colour fix);
 //! - [`lora`]: LoRA adapters for conv and linear layers, and their merge;
 //! - [`conv`]: the layers' convolution, native or im2col + matrix product (faster on CUDA);
-//! - [`weights`]: the portable, hashed, f16 weight file (bytes in, bytes out);
+//! - [`weights`]: the portable, hashed, f16 weight file (bytes in, bytes out), with an
+//!   optional detail range (two fine-tunings of one model, used at any point between them);
 //! - [`noise`]: the seeded, portable noise field shared by every backend;
 //! - [`tiling`]: exact tiled inference (local parts per tile with a halo, the global parts once
 //!   on the whole 1/8-resolution latent).
@@ -45,6 +46,7 @@ pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
 pub use schedule::NoiseSchedule;
 pub use tiling::{HostImage, MAX_OUTPUT_PIXELS, TileOptions, TiledUpscale, upscale_tiled};
 pub use weights::{
-    FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part, load_weights, named_parameters,
-    read_weight_info, save_trained_part, save_weights,
+    DetailRange, FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part, load_weights,
+    named_parameters, read_detail_range, read_weight_info, replace_parameters, save_detail_range,
+    save_trained_part, save_weights,
 };

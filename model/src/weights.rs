@@ -9,6 +9,14 @@
 //! and one tensor per parameter, named by its module path (`unet.conv_in.weight`), stored as
 //! f16 (the web download) or f32 (exact round trips). Loading works from bytes alone (the
 //! browser has no filesystem) and every defect is a typed [`ModelError`], never a panic.
+//!
+//! Version 2 adds an optional **detail range** (`detail` = `{part, default}` in the header):
+//! the parameters under `part` are stored twice, at the fidelity end (their own names) and at
+//! the detail end (`detail.` + name), and the model is used at any point between them
+//! ([`DetailRange`]; `default` unless the caller picks one). Two fine-tunings of one start,
+//! a fidelity and a perceptual one, so become one model with a detail knob (network
+//! interpolation, ESRGAN: Wang et al. 2018). Files without a range are written as version 1,
+//! byte for byte as before.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,8 +35,13 @@ use crate::{
 
 /// Value of the `format` metadata key.
 pub const FORMAT_NAME: &str = "gdpo-sr-weights";
-/// Version of the layout described above; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest version of the layout described above (bumped on any incompatible change); every
+/// version from 1 up to it is read.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version of files without a detail range (nothing of version 2 in them).
+const PLAIN_VERSION: u32 = 1;
+/// Name prefix of the detail end's tensors; no module path starts with it.
+const DETAIL_PREFIX: &str = "detail.";
 
 /// Storage precision of the tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +61,8 @@ pub struct WeightInfo {
     pub parameters: usize,
     /// The module path the file is limited to ([`save_trained_part`]), if any.
     pub trained_part: Option<String>,
+    /// The recommended point of the file's detail range ([`DetailRange`]), if it has one.
+    pub detail_default: Option<f32>,
 }
 
 /// The file's metadata, stored as one JSON value under [`HEADER_KEY`] so that the file bytes
@@ -62,6 +77,18 @@ struct Header {
     /// project trains on top of a pretrained autoencoder that it may not redistribute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trained_part: Option<String>,
+    /// Version 2: the file holds a detail range ([`DetailRange`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<DetailHeader>,
+}
+
+/// The header's description of a detail range.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct DetailHeader {
+    /// The module path whose parameters differ between the two ends (`unet`).
+    part: String,
+    /// The recommended point, 0 (fidelity end) ..= 1 (detail end).
+    default: f32,
 }
 
 /// The metadata key holding the [`Header`].
@@ -156,11 +183,11 @@ fn under(name: &str, part: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('.'))
 }
 
-fn save<B: Backend>(
+/// The model's parameters, or those under `part`, refusing unmerged LoRA adapters.
+fn part_tensors<B: Backend>(
     model: &Naosd<B>,
-    precision: StoredPrecision,
     part: Option<&str>,
-) -> Result<Vec<u8>> {
+) -> Result<BTreeMap<String, TensorData>> {
     let mut tensors = named_parameters(model);
     if let Some(part) = part {
         tensors.retain(|name, _| under(name, part));
@@ -175,6 +202,99 @@ fn save<B: Backend>(
             "merge LoRA adapters before saving (found `{name}`)"
         )));
     }
+    Ok(tensors)
+}
+
+fn save<B: Backend>(
+    model: &Naosd<B>,
+    precision: StoredPrecision,
+    part: Option<&str>,
+) -> Result<Vec<u8>> {
+    let tensors = part_tensors(model, part)?;
+    serialize(model.config(), tensors, precision, part, None)
+}
+
+/// Writes a file with a detail range: `low` (the fidelity end) as the model, and the
+/// parameters of `high` (the detail end) under `detail_part` beside it, to be used at
+/// `default` unless the reader picks another point ([`DetailRange`]). With `trained_part`,
+/// only that part is stored (as [`save_trained_part`]); it must contain `detail_part`.
+///
+/// # Errors
+/// [`ModelError::InvalidInput`] for two different architectures, a `default` outside
+/// 0..=1, ends that differ outside `detail_part`, and as [`save_weights`].
+pub fn save_detail_range<B: Backend>(
+    low: &Naosd<B>,
+    high: &Naosd<B>,
+    default: f32,
+    detail_part: &str,
+    trained_part: Option<&str>,
+    precision: StoredPrecision,
+) -> Result<Vec<u8>> {
+    check_detail(default)?;
+    if low.config() != high.config() {
+        return Err(ModelError::InvalidInput(format!(
+            "the two ends of a detail range must be one architecture (`{}` vs `{}` differ)",
+            low.config().name,
+            high.config().name
+        )));
+    }
+    if let Some(t) = trained_part
+        && t != detail_part
+        && !under(detail_part, t)
+    {
+        return Err(ModelError::InvalidInput(format!(
+            "the detail part `{detail_part}` is not inside the stored part `{t}`"
+        )));
+    }
+    let mut tensors = part_tensors(low, trained_part)?;
+    let high = part_tensors(high, trained_part)?;
+    let mut detail = 0;
+    for (name, data) in high {
+        if under(&name, detail_part) {
+            tensors.insert(format!("{DETAIL_PREFIX}{name}"), data);
+            detail += 1;
+        } else if !tensors
+            .get(&name)
+            .is_some_and(|low| same_values(low, &data))
+        {
+            return Err(ModelError::InvalidInput(format!(
+                "the two ends differ at `{name}`, outside the detail part `{detail_part}`"
+            )));
+        }
+    }
+    if detail == 0 {
+        return Err(ModelError::InvalidInput(format!(
+            "the model has no parameters under `{detail_part}`"
+        )));
+    }
+    let header = DetailHeader {
+        part: detail_part.to_string(),
+        default,
+    };
+    serialize(low.config(), tensors, precision, trained_part, Some(header))
+}
+
+fn same_values(a: &TensorData, b: &TensorData) -> bool {
+    a.shape == b.shape && matches!((a.to_vec::<f32>(), b.to_vec::<f32>()), (Ok(a), Ok(b)) if a == b)
+}
+
+fn check_detail(detail: f32) -> Result<()> {
+    if (0.0..=1.0).contains(&detail) {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidInput(format!(
+            "detail must be within 0..=1 (0 = the fidelity end, 1 = the detail end), got {detail}"
+        )))
+    }
+}
+
+fn serialize(
+    config: &ModelConfig,
+    tensors: BTreeMap<String, TensorData>,
+    precision: StoredPrecision,
+    trained_part: Option<&str>,
+    detail: Option<DetailHeader>,
+) -> Result<Vec<u8>> {
     let mut encoded: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for (name, data) in tensors {
         let shape = data.shape.to_vec();
@@ -202,7 +322,7 @@ fn save<B: Backend>(
         };
         encoded.insert(name, (dtype, shape, bytes));
     }
-    let config_json = serde_json::to_string(model.config()).expect("config serialises");
+    let config_json = serde_json::to_string(config).expect("config serialises");
     let hash = content_hash(
         &config_json,
         encoded
@@ -211,10 +331,15 @@ fn save<B: Backend>(
     );
     let header = Header {
         format: FORMAT_NAME.to_string(),
-        format_version: FORMAT_VERSION,
-        config: model.config().clone(),
+        format_version: if detail.is_some() {
+            FORMAT_VERSION
+        } else {
+            PLAIN_VERSION
+        },
+        config: config.clone(),
         content_hash: hash,
-        trained_part: part.map(str::to_string),
+        trained_part: trained_part.map(str::to_string),
+        detail,
     };
     let metadata = HashMap::from([(
         HEADER_KEY.to_string(),
@@ -256,7 +381,10 @@ fn open(bytes: &[u8]) -> Result<Opened<'_>> {
         )));
     }
     let version = loose.get("format_version").cloned().unwrap_or_default();
-    if version.as_u64() != Some(u64::from(FORMAT_VERSION)) {
+    if !version
+        .as_u64()
+        .is_some_and(|v| (1..=u64::from(FORMAT_VERSION)).contains(&v))
+    {
         return Err(ModelError::UnsupportedVersion {
             found: version.to_string(),
             supported: FORMAT_VERSION,
@@ -265,6 +393,9 @@ fn open(bytes: &[u8]) -> Result<Opened<'_>> {
     let header: Header =
         serde_json::from_value(loose).map_err(|e| format_err(format!("header: {e}")))?;
     header.config.validate()?;
+    if let Some(detail) = &header.detail {
+        check_detail(detail.default).map_err(|e| format_err(format!("header: {e}")))?;
+    }
     let config_json = serde_json::to_string(&header.config).expect("config serialises");
     let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
     names.sort();
@@ -298,6 +429,7 @@ fn open(bytes: &[u8]) -> Result<Opened<'_>> {
         config: header.config,
         content_hash: found,
         trained_part: header.trained_part,
+        detail: header.detail,
     })
 }
 
@@ -307,6 +439,7 @@ struct Opened<'a> {
     config: ModelConfig,
     content_hash: String,
     trained_part: Option<String>,
+    detail: Option<DetailHeader>,
 }
 
 /// Reads and verifies the header of a weight file without building the model.
@@ -319,6 +452,7 @@ pub fn read_weight_info(bytes: &[u8]) -> Result<WeightInfo> {
         config,
         content_hash,
         trained_part,
+        detail,
     } = open(bytes)?;
     let parameters = tensors
         .tensors()
@@ -331,46 +465,48 @@ pub fn read_weight_info(bytes: &[u8]) -> Result<WeightInfo> {
         tensors: tensors.len(),
         parameters,
         trained_part,
+        detail_default: detail.map(|d| d.default),
     })
 }
 
-struct Fill<'a> {
-    path: Vec<String>,
-    tensors: &'a SafeTensors<'a>,
-    /// Only parameters under this module path are read; the others keep their values.
-    part: Option<&'a str>,
-    used: usize,
-    error: Option<ModelError>,
-}
-
-impl Fill<'_> {
-    fn values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let view = self
-            .tensors
-            .tensor(name)
-            .map_err(|_| ModelError::MissingTensor(name.to_string()))?;
-        if view.shape() != expected {
-            return Err(ModelError::ShapeMismatch {
-                name: name.into(),
-                expected: expected.to_vec(),
-                found: view.shape().to_vec(),
-            });
-        }
-        let data = view.data();
-        Ok(match view.dtype() {
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        })
+/// A float tensor of the file as f32 values, checked against the shape the model needs.
+fn stored_values(tensors: &SafeTensors<'_>, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| ModelError::MissingTensor(name.to_string()))?;
+    if view.shape() != expected {
+        return Err(ModelError::ShapeMismatch {
+            name: name.into(),
+            expected: expected.to_vec(),
+            found: view.shape().to_vec(),
+        });
     }
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    })
 }
 
-impl<B: Backend> ModuleMapper<B> for Fill<'_> {
+/// The mapper behind [`replace_parameters`]: tracks each parameter's dotted path.
+struct ByPath<F, E> {
+    path: Vec<String>,
+    values: F,
+    replaced: usize,
+    error: Option<E>,
+}
+
+impl<B, F, E> ModuleMapper<B> for ByPath<F, E>
+where
+    B: Backend,
+    F: FnMut(&str, &[usize]) -> std::result::Result<Option<TensorData>, E>,
+{
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -382,15 +518,10 @@ impl<B: Backend> ModuleMapper<B> for Fill<'_> {
         if self.error.is_some() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let name = self.path.join(".");
-        if self.part.is_some_and(|part| !under(&name, part)) {
-            return Param::from_mapped_value(id, tensor, mapper);
-        }
-        let shape = tensor.dims();
-        match self.values(&name, &shape) {
-            Ok(values) => {
-                self.used += 1;
-                let loaded = Tensor::from_data(TensorData::new(values, shape), &tensor.device());
+        match (self.values)(&self.path.join("."), &tensor.dims()) {
+            Ok(Some(data)) => {
+                self.replaced += 1;
+                let loaded = Tensor::from_data(data, &tensor.device());
                 // A parameter's trainability is carried by its tensor: keep it, or weights
                 // loaded on an autodiff backend would silently stop training.
                 let loaded = if tensor.is_require_grad() {
@@ -400,12 +531,168 @@ impl<B: Backend> ModuleMapper<B> for Fill<'_> {
                 };
                 Param::from_mapped_value(id, loaded, mapper)
             }
+            Ok(None) => Param::from_mapped_value(id, tensor, mapper),
             Err(e) => {
                 self.error = Some(e);
                 Param::from_mapped_value(id, tensor, mapper)
             }
         }
     }
+}
+
+/// Replaces float parameters of `module` by their dotted path (`unet.conv_in.weight`):
+/// `values(path, shape)` gives the new values (of that shape), or `None` to keep the
+/// parameter. Trainability is kept. Returns the module and how many parameters were
+/// replaced; the first error stops the replacing and is returned.
+///
+/// # Errors
+/// The first error `values` returns.
+pub fn replace_parameters<B, M, E>(
+    module: M,
+    values: impl FnMut(&str, &[usize]) -> std::result::Result<Option<TensorData>, E>,
+) -> std::result::Result<(M, usize), E>
+where
+    B: Backend,
+    M: Module<B>,
+{
+    let mut by_path = ByPath {
+        path: Vec::new(),
+        values,
+        replaced: 0,
+        error: None,
+    };
+    let module = module.map(&mut by_path);
+    match by_path.error {
+        Some(e) => Err(e),
+        None => Ok((module, by_path.replaced)),
+    }
+}
+
+/// A file's detail range: the parameters under one module path at the fidelity end (0) and
+/// at the detail end (1), and the point the file recommends. [`Self::apply`] puts a model at
+/// any point between them; [`load_weights`] and [`load_trained_part`] load at the default.
+#[derive(Debug, Clone)]
+pub struct DetailRange {
+    part: String,
+    default: f32,
+    /// Path -> (fidelity end, detail end), f32 values of the parameter's shape.
+    ends: BTreeMap<String, (TensorData, TensorData)>,
+}
+
+impl DetailRange {
+    fn read(tensors: &SafeTensors<'_>, header: &DetailHeader) -> Result<Self> {
+        let mut ends = BTreeMap::new();
+        for name in tensors.names() {
+            let Some(target) = name.strip_prefix(DETAIL_PREFIX) else {
+                continue;
+            };
+            if !under(target, &header.part) {
+                return Err(ModelError::UnexpectedTensor(name.to_string()));
+            }
+            let low = tensors
+                .tensor(target)
+                .map_err(|_| ModelError::MissingTensor(target.to_string()))?;
+            let shape = low.shape().to_vec();
+            let low = stored_values(tensors, target, &shape)?;
+            let high = stored_values(tensors, name, &shape)?;
+            ends.insert(
+                target.to_string(),
+                (
+                    TensorData::new(low, shape.clone()),
+                    TensorData::new(high, shape),
+                ),
+            );
+        }
+        if let Some(missing) = tensors
+            .names()
+            .into_iter()
+            .find(|n| under(n, &header.part) && !ends.contains_key(*n))
+        {
+            return Err(ModelError::MissingTensor(format!(
+                "{DETAIL_PREFIX}{missing}"
+            )));
+        }
+        Ok(Self {
+            part: header.part.clone(),
+            default: header.default,
+            ends,
+        })
+    }
+
+    /// The point the file recommends (0 = fidelity end, 1 = detail end).
+    pub fn default_detail(&self) -> f32 {
+        self.default
+    }
+
+    /// The module path whose parameters the range moves (`unet`).
+    pub fn part(&self) -> &str {
+        &self.part
+    }
+
+    /// `model` with every parameter of the range at `detail` of the way from the fidelity end
+    /// to the detail end (`low + detail (high - low)`; the ends themselves exactly).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidInput`] for `detail` outside 0..=1 (NaN included);
+    /// [`ModelError::MissingTensor`] / [`ModelError::ShapeMismatch`] for a model of another
+    /// architecture.
+    pub fn apply<B: Backend>(&self, model: Naosd<B>, detail: f32) -> Result<Naosd<B>> {
+        check_detail(detail)?;
+        let (model, replaced) = replace_parameters(model, |path, shape| {
+            if !under(path, &self.part) {
+                return Ok(None);
+            }
+            let (low, high) = self
+                .ends
+                .get(path)
+                .ok_or_else(|| ModelError::MissingTensor(format!("{DETAIL_PREFIX}{path}")))?;
+            if low.shape.as_slice() != shape {
+                return Err(ModelError::ShapeMismatch {
+                    name: path.into(),
+                    expected: shape.to_vec(),
+                    found: low.shape.to_vec(),
+                });
+            }
+            if detail == 0.0 {
+                return Ok(Some(low.clone()));
+            }
+            if detail == 1.0 {
+                return Ok(Some(high.clone()));
+            }
+            let (low, high) = (low.as_slice::<f32>(), high.as_slice::<f32>());
+            let (low, high) = low
+                .and_then(|l| high.map(|h| (l, h)))
+                .map_err(|e| ModelError::InvalidInput(format!("tensor `{path}`: {e:?}")))?;
+            let mixed = low
+                .iter()
+                .zip(high)
+                .map(|(l, h)| l + detail * (h - l))
+                .collect();
+            Ok(Some(TensorData::new::<f32, _>(mixed, shape.to_vec())))
+        })?;
+        if replaced != self.ends.len() {
+            return Err(ModelError::UnexpectedTensor(format!(
+                "{DETAIL_PREFIX}{}: {} of the range's {} tensors fit the model",
+                self.part,
+                replaced,
+                self.ends.len()
+            )));
+        }
+        Ok(model)
+    }
+}
+
+/// The detail range of a weight file, if it has one (verifying the file first).
+///
+/// # Errors
+/// As [`read_weight_info`]; a range whose two ends do not match tensor for tensor.
+pub fn read_detail_range(bytes: &[u8]) -> Result<Option<DetailRange>> {
+    let opened = open(bytes)?;
+    opened
+        .detail
+        .as_ref()
+        .map(|header| DetailRange::read(&opened.tensors, header))
+        .transpose()
 }
 
 /// Builds the model a weight file describes and fills it with the file's tensors.
@@ -424,7 +711,7 @@ pub fn load_weights<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Naos
         )));
     }
     let model = opened.config.init::<B>(device)?;
-    fill(model, &opened.tensors, None)
+    fill(model, &opened, None)
 }
 
 /// Reads a file written by [`save_trained_part`] into `model`, which supplies everything
@@ -446,36 +733,47 @@ pub fn load_trained_part<B: Backend>(bytes: &[u8], model: Naosd<B>) -> Result<Na
             model.config().name
         )));
     }
-    fill(model, &opened.tensors, Some(part))
+    fill(model, &opened, Some(part))
 }
 
-fn fill<B: Backend>(
-    model: Naosd<B>,
-    tensors: &SafeTensors<'_>,
-    part: Option<&str>,
-) -> Result<Naosd<B>> {
-    let mut fill = Fill {
-        path: Vec::new(),
-        tensors,
-        part,
-        used: 0,
-        error: None,
-    };
-    let model = model.map(&mut fill);
-    if let Some(e) = fill.error {
-        return Err(e);
-    }
-    if fill.used != tensors.len() {
+/// Fills the model's parameters (those under `part`) from the file and, when the file has a
+/// detail range, puts the model at the range's default.
+fn fill<B: Backend>(model: Naosd<B>, opened: &Opened<'_>, part: Option<&str>) -> Result<Naosd<B>> {
+    let tensors = &opened.tensors;
+    let (model, used) = replace_parameters(model, |name, shape| {
+        if part.is_some_and(|part| !under(name, part)) {
+            return Ok(None);
+        }
+        let values = stored_values(tensors, name, shape)?;
+        Ok(Some(TensorData::new(values, shape.to_vec())))
+    })?;
+    let range = opened
+        .detail
+        .as_ref()
+        .map(|header| DetailRange::read(tensors, header))
+        .transpose()?;
+    let in_range = range.as_ref().map_or(0, |r| r.ends.len());
+    if used + in_range != tensors.len() {
         let known = param_paths(&model);
         let extra = tensors
             .names()
             .into_iter()
-            .find(|n| !known.iter().any(|k| k == n))
+            .find(|n| !known.iter().any(|k| k == n) && !n.starts_with(DETAIL_PREFIX))
+            .or_else(|| {
+                // Detail tensors without a range header.
+                tensors
+                    .names()
+                    .into_iter()
+                    .find(|n| n.starts_with(DETAIL_PREFIX))
+            })
             .map(str::to_string)
             .unwrap_or_default();
         return Err(ModelError::UnexpectedTensor(extra));
     }
-    Ok(model)
+    match range {
+        Some(range) => range.apply(model, range.default),
+        None => Ok(model),
+    }
 }
 
 struct PathsOnly<'a>(&'a mut Vec<String>, &'a mut Vec<String>);
@@ -628,9 +926,13 @@ mod tests {
     #[test]
     fn wrong_version_and_wrong_format_are_reported() {
         let bytes = save_weights(&model(), StoredPrecision::F16).unwrap();
-        let v2 = forge(&bytes, |h| h["format_version"] = 2.into(), false);
+        let newer = forge(
+            &bytes,
+            |h| h["format_version"] = (FORMAT_VERSION + 1).into(),
+            false,
+        );
         assert!(matches!(
-            load(&v2),
+            load(&newer),
             Err(ModelError::UnsupportedVersion { .. })
         ));
         let other = forge(&bytes, |h| h["format"] = "something-else".into(), false);
@@ -741,6 +1043,154 @@ mod tests {
                 .val()
                 .is_require_grad()
         );
+    }
+
+    /// A fidelity end and a detail end that differ in the UNet only.
+    fn two_ends() -> (Naosd<TestBackend>, Naosd<TestBackend>) {
+        let low = model();
+        let high = randomise(low.clone(), |p| under(p, "unet"), 0.1);
+        (low, high)
+    }
+
+    #[test]
+    fn a_detail_range_puts_the_model_anywhere_between_its_ends() {
+        let (low, high) = two_ends();
+        let bytes =
+            save_detail_range(&low, &high, 0.25, "unet", None, StoredPrecision::F32).unwrap();
+        let info = read_weight_info(&bytes).unwrap();
+        assert_eq!(info.detail_default, Some(0.25));
+        assert_eq!(
+            info.tensors,
+            param_paths(&low).len() + param_paths(&low.unet).len()
+        );
+        let range = read_detail_range(&bytes).unwrap().expect("a range");
+        assert_eq!((range.default_detail(), range.part()), (0.25, "unet"));
+        // The ends are the two models, exactly.
+        let loaded = load_weights::<TestBackend>(&bytes, &device()).unwrap();
+        let at = |d: f32| range.apply(loaded.clone(), d).unwrap();
+        assert_eq!(max_abs_diff(upscale(&at(0.0)), upscale(&low)), 0.0);
+        assert_eq!(max_abs_diff(upscale(&at(1.0)), upscale(&high)), 0.0);
+        // Loading gives the default point; every parameter is `low + d (high - low)`.
+        let (l, h, m) = (
+            named_parameters(&low),
+            named_parameters(&high),
+            named_parameters(&loaded),
+        );
+        for (name, mid) in &m {
+            let (l, h) = (
+                l[name].to_vec::<f32>().unwrap(),
+                h[name].to_vec::<f32>().unwrap(),
+            );
+            for ((mid, l), h) in mid.to_vec::<f32>().unwrap().iter().zip(&l).zip(&h) {
+                assert!((mid - (l + 0.25 * (h - l))).abs() <= 1e-6, "{name}");
+            }
+        }
+        assert!(max_abs_diff(upscale(&loaded), upscale(&low)) > 1e-3);
+        assert!(max_abs_diff(upscale(&at(0.5)), upscale(&loaded)) > 1e-4);
+        // Moving on from any point is the same as from the file's.
+        assert_eq!(
+            max_abs_diff(
+                upscale(&range.apply(at(0.9), 0.5).unwrap()),
+                upscale(&at(0.5))
+            ),
+            0.0
+        );
+        for bad in [-0.1, 1.5, f32::NAN] {
+            assert!(matches!(
+                range.apply(loaded.clone(), bad),
+                Err(ModelError::InvalidInput(m)) if m.contains("0..=1")
+            ));
+        }
+        // Files without a range are still version 1, byte for byte, and have no range.
+        let plain = save_weights(&low, StoredPrecision::F32).unwrap();
+        assert!(read_detail_range(&plain).unwrap().is_none());
+        assert_eq!(read_weight_info(&plain).unwrap().detail_default, None);
+        let (_, meta) = SafeTensors::read_metadata(&plain).unwrap();
+        let header: serde_json::Value =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()[HEADER_KEY]).unwrap();
+        assert_eq!(header["format_version"], 1);
+        assert!(header.get("detail").is_none());
+    }
+
+    #[test]
+    fn a_trained_part_with_a_detail_range_composes_at_its_default() {
+        let (low, high) = two_ends();
+        let bytes = save_detail_range(&low, &high, 0.6, "unet", Some("unet"), StoredPrecision::F16)
+            .unwrap();
+        assert_eq!(
+            read_weight_info(&bytes).unwrap().tensors,
+            2 * param_paths(&low.unet).len()
+        );
+        let whole =
+            save_detail_range(&low, &high, 0.6, "unet", None, StoredPrecision::F16).unwrap();
+        let direct = load_weights::<TestBackend>(&whole, &device()).unwrap();
+        let mut rest = ModelConfig::tiny().init::<TestBackend>(&device()).unwrap();
+        rest.autoencoder = direct.autoencoder.clone();
+        let composed = load_trained_part(&bytes, rest).unwrap();
+        assert_eq!(max_abs_diff(upscale(&composed), upscale(&direct)), 0.0);
+    }
+
+    #[test]
+    fn bad_detail_ranges_are_refused() {
+        let (low, high) = two_ends();
+        let save = |low: &Naosd<TestBackend>, high: &Naosd<TestBackend>, d: f32, part: &str| {
+            save_detail_range(low, high, d, part, None, StoredPrecision::F32)
+        };
+        assert!(matches!(
+            save(&low, &high, 1.2, "unet"),
+            Err(ModelError::InvalidInput(_))
+        ));
+        // Ends that differ outside the range would be silently merged: refused.
+        let wider = randomise(
+            high.clone(),
+            |p| p == "autoencoder.encoder.conv_in.bias",
+            0.1,
+        );
+        assert!(matches!(
+            save(&low, &wider, 0.5, "unet"),
+            Err(ModelError::InvalidInput(m)) if m.contains("outside")
+        ));
+        assert!(save(&low, &high, 0.5, "nothing").is_err());
+        let mut other = ModelConfig::tiny();
+        other.unet.blocks_per_level = 2;
+        let other = other.init::<TestBackend>(&device()).unwrap();
+        assert!(save(&low, &other, 0.5, "unet").is_err());
+        assert!(
+            save_detail_range(
+                &low,
+                &high,
+                0.5,
+                "unet",
+                Some("autoencoder"),
+                StoredPrecision::F32
+            )
+            .is_err()
+        );
+        let bytes = save(&low, &high, 0.5, "unet").unwrap();
+        // A default outside 0..=1, re-hashed or not: a format error.
+        let forged = forge(&bytes, |h| h["detail"]["default"] = 3.0.into(), true);
+        assert!(matches!(load(&forged), Err(ModelError::WeightFormat(m)) if m.contains("0..=1")));
+        // A range header over the wrong part: its tensors are unexpected.
+        let wrong = forge(&bytes, |h| h["detail"]["part"] = "autoencoder".into(), true);
+        assert!(load(&wrong).is_err());
+        // Detail tensors without the header (a v1 reader's view): unexpected tensors.
+        let headless = forge(
+            &bytes,
+            |h| {
+                h.as_object_mut().unwrap().remove("detail");
+            },
+            true,
+        );
+        assert!(matches!(
+            load(&headless),
+            Err(ModelError::UnexpectedTensor(n)) if n.starts_with("detail.")
+        ));
+        // A newer version than this reader knows.
+        let v3 = forge(&bytes, |h| h["format_version"] = 3.into(), false);
+        assert!(matches!(
+            load(&v3),
+            Err(ModelError::UnsupportedVersion { .. })
+        ));
     }
 
     #[test]

@@ -160,14 +160,15 @@ export function readSafetensorF32(path, name) {
 }
 
 /** The native CLI's exact output for `image` (written as PNG) with the given options. */
-export function nativeUpscale(image, { scale, seed, tile, tAdd = 250, weights = WEIGHTS }) {
+export function nativeUpscale(image, { scale, seed, tile, tAdd = 250, weights = WEIGHTS, detail }) {
   const input = join(SCRATCH, `in-${image.width}x${image.height}.png`);
   writeFileSync(input, encodePng(image));
-  const tensor = join(SCRATCH, `native-${seed}-${scale}-${tile}.safetensors`);
+  const tensor = join(SCRATCH, `native-${seed}-${scale}-${tile}-${detail ?? "default"}.safetensors`);
   execFileSync(TRAINER, [
     "upscale", "--weights", weights, "--input", input, "--output", join(SCRATCH, "native.png"),
     "--scale", String(scale), "--seed", String(seed), "--t-add", String(tAdd),
     "--tile", String(tile), "--tensor-out", tensor,
+    ...(detail === undefined ? [] : ["--detail", String(detail)]),
     "--backend", "cpu",
   ], { stdio: ["ignore", "ignore", "inherit"] });
   return readSafetensorF32(tensor, "rgb");

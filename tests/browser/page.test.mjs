@@ -185,6 +185,7 @@ test("bad input rejects with a clear message and the module keeps working", asyn
     errors.shortData = await catchMsg(u.upscale({ width: 4, height: 4, data: new Uint8ClampedArray(10) }));
     errors.notPixels = await catchMsg(u.upscale({ width: 2, height: 2, data: "nope" }));
     errors.scale = await catchMsg(u.upscale({ width: 2, height: 2, data: new Uint8ClampedArray(16) }, { scale: 99 }));
+    errors.detail = await catchMsg(u.upscale({ width: 2, height: 2, data: new Uint8ClampedArray(16) }, { detail: 2 }));
     errors.noImage = await catchMsg(u.upscale(null));
     const ok = await u.upscale({ width: 4, height: 4, data: new Uint8ClampedArray(64).fill(200) }, { scale: 2 });
     u.terminate();
@@ -198,6 +199,7 @@ test("bad input rejects with a clear message and the module keeps working", asyn
   assert.match(e.shortData, /needs 64/);
   assert.match(e.notPixels, /Uint8ClampedArray/);
   assert.match(e.scale, /scale must be an integer in 1..=8/);
+  assert.match(e.detail, /TypeError: detail must be a number in 0..=1/);
   assert.match(e.noImage, /needs an image/);
   assert.deepEqual(results.ok, [8, 8]);
 

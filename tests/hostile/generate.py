@@ -276,8 +276,8 @@ def weights(source):
     werr("png.safetensors", encode(picture(), "PNG"), "not a valid GDPO-SR weight file", "an image, not weights")
     werr("huge-header-length.safetensors", struct.pack("<Q", 1 << 62) + good[8:], "not a valid GDPO-SR weight file",
          "declares a 4 EiB header")
-    v2 = dict(header, format_version=2)
-    werr("format-version-2.safetensors", safetensors_bytes({}, {"gdpo_sr": json.dumps(v2)}), "version",
+    newer = dict(header, format_version=99)
+    werr("format-version-99.safetensors", safetensors_bytes({}, {"gdpo_sr": json.dumps(newer)}), "version",
          "written by a newer format version")
     other = dict(header, format="some-other-weights")
     werr("other-format.safetensors", safetensors_bytes({}, {"gdpo_sr": json.dumps(other)}), "format",

@@ -1,14 +1,14 @@
 //! Writing weight files: atomically (write, fsync, rename), so an interrupted export never
 //! leaves a partial file where a reader expects a complete one.
 
-use std::{collections::BTreeMap, fs, io::Write, path::Path};
+use std::{fs, io::Write, path::Path};
 
 use anyhow::Context;
-use burn::{
-    module::{Module, ModuleMapper, Param},
-    tensor::{Tensor, TensorData, backend::Backend},
+use burn::tensor::backend::Backend;
+use model::{
+    DetailRange, ModelConfig, Naosd, StoredPrecision, save_detail_range, save_trained_part,
+    save_weights,
 };
-use model::{ModelConfig, Naosd, StoredPrecision, save_trained_part, save_weights};
 
 use crate::{backend::BackendTask, pretrained};
 
@@ -38,20 +38,62 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Reads and loads a weight file from disk (the error names the file). A trained-part file
 /// (the committed UNet of the shipped model, [`model::save_trained_part`]) is composed with
-/// the pretrained TAEF2 autoencoder from [`pretrained::taef2_dir`].
+/// the pretrained TAEF2 autoencoder from [`pretrained::taef2_dir`]; a file with a detail
+/// range is loaded at its default point ([`read_weights_at`] picks another).
 ///
 /// # Errors
 /// IO errors, every [`model::ModelError`] of the loader, missing or altered TAEF2 files.
 pub fn read_weights<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<Naosd<B>> {
+    Ok(read_model(path, device)?.model)
+}
+
+/// As [`read_weights`], at the point `detail` (0 = fidelity end, 1 = detail end) of the
+/// file's detail range when given.
+///
+/// # Errors
+/// As [`read_weights`]; a `detail` for a file without a range, or outside 0..=1.
+pub fn read_weights_at<B: Backend>(
+    path: &Path,
+    detail: Option<f32>,
+    device: &B::Device,
+) -> anyhow::Result<Naosd<B>> {
+    let read = read_model(path, device)?;
+    let Some(detail) = detail else {
+        return Ok(read.model);
+    };
+    let range = read.range.with_context(|| {
+        format!(
+            "{} holds one model, not a detail range: --detail needs a file made by              `trainer-native range` (the shipped weights/taef2-unet.safetensors is one)",
+            path.display()
+        )
+    })?;
+    range
+        .apply(read.model, detail)
+        .with_context(|| path.display().to_string())
+}
+
+/// A weight file as read: the model (at the range's default), the file's header, its range.
+struct ReadModel<B: Backend> {
+    model: Naosd<B>,
+    info: model::WeightInfo,
+    range: Option<DetailRange>,
+}
+
+fn read_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<ReadModel<B>> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let info = model::read_weight_info(&bytes).with_context(|| path.display().to_string())?;
-    if info.trained_part.is_none() {
-        return model::load_weights::<B>(&bytes, device)
-            .with_context(|| path.display().to_string());
-    }
-    let base = pretrained::load_taef2(info.config.init::<B>(device)?, &pretrained::taef2_dir())
-        .with_context(|| format!("composing {}", path.display()))?;
-    model::load_trained_part(&bytes, base).with_context(|| path.display().to_string())
+    let context = || path.display().to_string();
+    let info = model::read_weight_info(&bytes).with_context(context)?;
+    let range = model::read_detail_range(&bytes).with_context(context)?;
+    let model = match &info.trained_part {
+        None => model::load_weights::<B>(&bytes, device).with_context(context)?,
+        Some(_) => {
+            let base =
+                pretrained::load_taef2(info.config.init::<B>(device)?, &pretrained::taef2_dir())
+                    .with_context(|| format!("composing {}", path.display()))?;
+            model::load_trained_part(&bytes, base).with_context(context)?
+        }
+    };
+    Ok(ReadModel { model, info, range })
 }
 
 /// Writes the starting weight file of a preset. `taef2`: the pretrained TAEF2 autoencoder
@@ -80,103 +122,101 @@ impl BackendTask for InitWeights<'_> {
 }
 
 /// Re-writes a weight file as the f16 web weight file (verifying it on the way in; a trained
-/// part is composed with the pretrained autoencoder), or with `trained_part` only that part
-/// of it (what the project commits of a model built on third-party weights).
+/// part is composed with the pretrained autoencoder; a detail range stays a range unless
+/// `detail` fixes a point of it), or with `trained_part` only that part of it (what the
+/// project commits of a model built on third-party weights).
 pub struct ExportWeb<'a> {
     pub weights: &'a Path,
     pub out: &'a Path,
     pub trained_part: Option<&'a str>,
+    pub detail: Option<f32>,
 }
 
 impl BackendTask for ExportWeb<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
-        let model = read_weights::<B>(self.weights, &device)?;
-        let out = match self.trained_part {
-            Some(part) => save_trained_part(&model, StoredPrecision::F16, part)?,
-            None => save_weights(&model, StoredPrecision::F16)?,
+        let out = match (self.detail, read_model::<B>(self.weights, &device)?) {
+            (
+                None,
+                ReadModel {
+                    model,
+                    range: Some(range),
+                    ..
+                },
+            ) => {
+                let low = range.apply(model.clone(), 0.0)?;
+                let high = range.apply(model, 1.0)?;
+                save_detail_range(
+                    &low,
+                    &high,
+                    range.default_detail(),
+                    range.part(),
+                    self.trained_part,
+                    StoredPrecision::F16,
+                )?
+            }
+            (detail, read) => {
+                let model = match detail {
+                    Some(_) => read_weights_at::<B>(self.weights, detail, &device)?,
+                    None => read.model,
+                };
+                match self.trained_part {
+                    Some(part) => save_trained_part(&model, StoredPrecision::F16, part)?,
+                    None => save_weights(&model, StoredPrecision::F16)?,
+                }
+            }
         };
         write_atomically(self.out, &out)?;
         Ok(out.len())
     }
 }
 
-/// Network interpolation (ESRGAN, Wang et al. 2018): every parameter of `a` moved the fraction
-/// `alpha` of the way to the same parameter of `b`, written in `a`'s form (a trained part stays
-/// a trained part). Two fine-tunings of one start (a fidelity and a perceptual piece) blend into
-/// a model between them without training; the pretrained autoencoder, shared by both, is
-/// left as it is.
-pub struct BlendWeights<'a> {
-    pub a: &'a Path,
-    pub b: &'a Path,
-    pub alpha: f32,
+/// Network interpolation (ESRGAN, Wang et al. 2018) as a knob: two fine-tunings of one start
+/// (a fidelity and a perceptual piece) written as one file with a detail range
+/// ([`model::DetailRange`]): the model is used anywhere between them, `default` unless the
+/// user picks a point, without training. Written in the inputs' form (a trained part stays a
+/// trained part); the pretrained autoencoder, shared by both, is stored once.
+pub struct DetailRangeWeights<'a> {
+    pub low: &'a Path,
+    pub high: &'a Path,
+    pub default: f32,
     pub out: &'a Path,
 }
 
-impl BackendTask for BlendWeights<'_> {
+impl BackendTask for DetailRangeWeights<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
+        let low = read_model::<B>(self.low, &device)?;
+        let high = read_model::<B>(self.high, &device)?;
+        for (path, read) in [(self.low, &low), (self.high, &high)] {
+            anyhow::ensure!(
+                read.range.is_none(),
+                "{} already holds a detail range; each end must be one model",
+                path.display()
+            );
+        }
         anyhow::ensure!(
-            (0.0..=1.0).contains(&self.alpha),
-            "--alpha must be within 0..=1 (0 = the first file, 1 = the second), got {}",
-            self.alpha
-        );
-        let info = |path: &Path| -> anyhow::Result<model::WeightInfo> {
-            let bytes =
-                fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            model::read_weight_info(&bytes).with_context(|| path.display().to_string())
-        };
-        let (info_a, info_b) = (info(self.a)?, info(self.b)?);
-        anyhow::ensure!(
-            info_a.config == info_b.config && info_a.trained_part == info_b.trained_part,
+            low.info.config == high.info.config && low.info.trained_part == high.info.trained_part,
             "{} and {} are not the same architecture (config `{}` vs `{}`, trained part {:?} vs \
-             {:?}): only two trainings of one model can be blended",
-            self.a.display(),
-            self.b.display(),
-            info_a.config.name,
-            info_b.config.name,
-            info_a.trained_part,
-            info_b.trained_part
+             {:?}): only two trainings of one model make a detail range",
+            self.low.display(),
+            self.high.display(),
+            low.info.config.name,
+            high.info.config.name,
+            low.info.trained_part,
+            high.info.trained_part
         );
-        let a = read_weights::<B>(self.a, &device)?;
-        let b = read_weights::<B>(self.b, &device)?;
-        let mut blend = Blend {
-            path: Vec::new(),
-            targets: model::named_parameters(&b),
-            alpha: self.alpha,
-        };
-        let blended = a.map(&mut blend);
-        let out = match &info_a.trained_part {
-            Some(part) => save_trained_part(&blended, StoredPrecision::F16, part)?,
-            None => save_weights(&blended, StoredPrecision::F16)?,
-        };
+        let part = low.info.trained_part.as_deref();
+        let out = save_detail_range(
+            &low.model,
+            &high.model,
+            self.default,
+            part.unwrap_or("unet"),
+            part,
+            StoredPrecision::F16,
+        )?;
         write_atomically(self.out, &out)?;
         Ok(out.len())
-    }
-}
-
-struct Blend {
-    path: Vec<String>,
-    targets: BTreeMap<String, TensorData>,
-    alpha: f32,
-}
-
-impl<B: Backend> ModuleMapper<B> for Blend {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        // Same config, so the same paths and shapes (checked above).
-        let target = self.path.join(".");
-        let target = self.targets.remove(&target).expect("same architecture");
-        let target = Tensor::<B, D>::from_data(target, &tensor.device());
-        // `a + alpha (b - a)`: a parameter both files share comes out bit-identical.
-        let blended = tensor.clone() + (target - tensor).mul_scalar(self.alpha);
-        Param::from_mapped_value(id, blended, mapper)
     }
 }
 

@@ -10,7 +10,7 @@ use trainer_native::{
     backend::{BackendKind, dispatch},
     degrade::{DegradationConfig, degrade_folder},
     eval::{Eval, LrSource},
-    export::{BlendWeights, ExportWeb, InitWeights},
+    export::{DetailRangeWeights, ExportWeb, InitWeights},
     info::{PresetCosts, cost_table},
     read_toml,
     reward::{DetailTerms, NssModel},
@@ -130,19 +130,25 @@ enum Command {
         /// model on a pretrained autoencoder that must not be redistributed.
         #[arg(long)]
         trained_part: Option<String>,
+        /// Of a file with a detail range, write the one model at this point (0 = fidelity
+        /// end, 1 = detail end) instead of the range.
+        #[arg(long)]
+        detail: Option<f32>,
     },
-    /// Network interpolation of two trainings of one model (e.g. a fidelity and a perceptual
-    /// piece): every parameter `(1 - alpha) * A + alpha * B`, written as A is (f16; a trained
-    /// part stays a trained part).
-    Blend {
-        /// The model at alpha 0.
+    /// Make a detail range of two trainings of one model (a fidelity and a perceptual piece):
+    /// one f16 file holding both, used at any point `low + detail * (high - low)` of the way
+    /// between them (the page's, the npm package's and `upscale`'s detail knob; network
+    /// interpolation, ESRGAN). Written as the inputs are (a trained part stays one).
+    Range {
+        /// The fidelity end (detail 0).
         #[arg(long)]
-        a: PathBuf,
-        /// The model at alpha 1 (same config as A).
+        low: PathBuf,
+        /// The detail end (detail 1; same config as LOW).
         #[arg(long)]
-        b: PathBuf,
+        high: PathBuf,
+        /// The point used unless the user picks one.
         #[arg(long)]
-        alpha: f32,
+        default: f32,
         #[arg(long)]
         out: PathBuf,
     },
@@ -240,6 +246,10 @@ enum Command {
         /// Run once untimed before the timed run (benchmarks: GPU kernels compile on first use).
         #[arg(long)]
         warmup: bool,
+        /// Where in the weights' detail range to run: 0 = the fidelity end, 1 = the most
+        /// generated detail (default: the file's own default; the shipped 0.35).
+        #[arg(long)]
+        detail: Option<f32>,
         #[command(flatten)]
         inference: InferenceArgs,
         #[arg(long, value_enum, default_value = BackendKind::DEFAULT_CPU)]
@@ -464,6 +474,7 @@ fn main() -> anyhow::Result<()> {
             weights,
             out,
             trained_part,
+            detail,
         } => {
             let size = dispatch(
                 BackendKind::Cpu,
@@ -471,25 +482,31 @@ fn main() -> anyhow::Result<()> {
                     weights: &weights,
                     out: &out,
                     trained_part: trained_part.as_deref(),
+                    detail,
                 },
             )?;
             println!("wrote {} ({size} bytes, f16)", out.display());
         }
-        Command::Blend { a, b, alpha, out } => {
+        Command::Range {
+            low,
+            high,
+            default,
+            out,
+        } => {
             let size = dispatch(
                 BackendKind::Cpu,
-                BlendWeights {
-                    a: &a,
-                    b: &b,
-                    alpha,
+                DetailRangeWeights {
+                    low: &low,
+                    high: &high,
+                    default,
                     out: &out,
                 },
             )?;
             println!(
-                "wrote {} ({size} bytes, f16, {} + {alpha} x ({} - it))",
+                "wrote {} ({size} bytes, f16: detail 0 = {}, 1 = {}, default {default})",
                 out.display(),
-                a.display(),
-                b.display()
+                low.display(),
+                high.display()
             );
         }
         Command::Eval {
@@ -594,6 +611,7 @@ fn main() -> anyhow::Result<()> {
             tile,
             tensor_out,
             warmup,
+            detail,
         } => {
             let options = inference.options();
             let tiles = tile.map(|tile| TileOptions { tile });
@@ -607,6 +625,7 @@ fn main() -> anyhow::Result<()> {
                     tiles,
                     tensor_out: tensor_out.as_deref(),
                     warmup,
+                    detail,
                 },
             )?;
             for (_, out, w, h, seconds) in written {

@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use burn::{
-    module::{Module, ModuleMapper, Param},
-    tensor::{Tensor, TensorData, backend::Backend},
+    module::Module,
+    tensor::{TensorData, backend::Backend},
 };
 use burn_store::{TensorSnapshot, pytorch::PytorchReader};
 use model::{ModelConfig, Naosd};
@@ -125,87 +125,43 @@ pub enum Part {
 }
 
 /// Fills a module's float parameters from an archive's tensors by [`taef2_key`].
-struct FillFromArchive {
+/// A TAEF2 tensor for the model parameter at `path`, checked against the shape it needs.
+fn archive_values(
+    tensors: &HashMap<String, TensorSnapshot>,
     part: Part,
-    path: Vec<String>,
-    tensors: HashMap<String, TensorSnapshot>,
-    used: usize,
-    error: Option<anyhow::Error>,
-}
-
-impl FillFromArchive {
-    fn values(&self, path: &str, shape: &[usize]) -> anyhow::Result<TensorData> {
-        let key = taef2_key(self.part, path)
-            .with_context(|| format!("no TAEF2 tensor corresponds to `{path}`"))?;
-        let snapshot = self
-            .tensors
-            .get(&key)
-            .with_context(|| format!("the TAEF2 file has no tensor `{key}` (for `{path}`)"))?;
-        let data = snapshot
-            .to_data()
-            .map_err(|e| anyhow::anyhow!("cannot read TAEF2 tensor `{key}`: {e:?}"))?;
-        if data.shape.as_slice() != shape {
-            bail!(
-                "TAEF2 tensor `{key}` has shape {:?}, `{path}` needs {shape:?}",
-                data.shape
-            );
-        }
-        Ok(data.convert::<f32>())
+    path: &str,
+    shape: &[usize],
+) -> anyhow::Result<TensorData> {
+    let key = taef2_key(part, path)
+        .with_context(|| format!("no TAEF2 tensor corresponds to `{path}`"))?;
+    let snapshot = tensors
+        .get(&key)
+        .with_context(|| format!("the TAEF2 file has no tensor `{key}` (for `{path}`)"))?;
+    let data = snapshot
+        .to_data()
+        .map_err(|e| anyhow::anyhow!("cannot read TAEF2 tensor `{key}`: {e:?}"))?;
+    if data.shape.as_slice() != shape {
+        bail!(
+            "TAEF2 tensor `{key}` has shape {:?}, `{path}` needs {shape:?}",
+            data.shape
+        );
     }
-}
-
-impl<B: Backend> ModuleMapper<B> for FillFromArchive {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        if self.error.is_some() {
-            return Param::from_mapped_value(id, tensor, mapper);
-        }
-        let path = self.path.join(".");
-        match self.values(&path, &tensor.dims()) {
-            Ok(data) => {
-                self.used += 1;
-                let loaded = Tensor::from_data(data, &tensor.device());
-                let loaded = if tensor.is_require_grad() {
-                    loaded.require_grad()
-                } else {
-                    loaded
-                };
-                Param::from_mapped_value(id, loaded, mapper)
-            }
-            Err(e) => {
-                self.error = Some(e);
-                Param::from_mapped_value(id, tensor, mapper)
-            }
-        }
-    }
+    Ok(data.convert::<f32>())
 }
 
 fn fill<B: Backend, M: Module<B>>(module: M, part: Part, archive: &Path) -> anyhow::Result<M> {
     let reader = PytorchReader::new(archive)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e:?}", archive.display()))?;
-    let mut fill = FillFromArchive {
-        part,
-        path: Vec::new(),
-        tensors: reader.into_tensors(),
-        used: 0,
-        error: None,
-    };
-    let module = module.map(&mut fill);
-    if let Some(e) = fill.error {
-        return Err(e.context(format!("loading {}", archive.display())));
-    }
-    if fill.used != fill.tensors.len() {
+    let tensors = reader.into_tensors();
+    let (module, used) = model::replace_parameters(module, |path, shape| {
+        archive_values(&tensors, part, path, shape).map(Some)
+    })
+    .with_context(|| format!("loading {}", archive.display()))?;
+    if used != tensors.len() {
         bail!(
-            "{} holds {} tensors, the model used {}: not the TAEF2 layout",
+            "{} holds {} tensors, the model used {used}: not the TAEF2 layout",
             archive.display(),
-            fill.tensors.len(),
-            fill.used
+            tensors.len(),
         );
     }
     Ok(module)

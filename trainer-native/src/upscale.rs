@@ -12,7 +12,7 @@ use model::{
 };
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::{data::list_images, export::read_weights, export::write_atomically};
+use crate::{data::list_images, export::read_weights_at, export::write_atomically};
 
 /// Device memory the native tiler plans for (the browser uses its adapter's limits).
 pub const NATIVE_BUFFER_BUDGET: u64 = 1 << 30;
@@ -32,6 +32,8 @@ pub struct Upscale<'a> {
     /// Run each image once untimed before the timed run (benchmarks: GPU kernels compile on
     /// first use).
     pub warmup: bool,
+    /// The point of the weights' detail range to run at (`None`: the file's default).
+    pub detail: Option<f32>,
 }
 
 impl crate::backend::BackendTask for Upscale<'_> {
@@ -39,7 +41,7 @@ impl crate::backend::BackendTask for Upscale<'_> {
     type Output = Vec<(PathBuf, PathBuf, usize, usize, f64)>;
 
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
-        let model = read_weights::<B>(self.weights, &device)?;
+        let model = read_weights_at::<B>(self.weights, self.detail, &device)?;
         let tiles = self.tiles.unwrap_or_else(|| {
             TileOptions::for_device(model.config(), self.options.scale, NATIVE_BUFFER_BUDGET)
         });

@@ -15,8 +15,9 @@ const running = new Map(); // upscale id -> AbortController
 
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 
-// Weight bytes from bytes or a same-origin URL. Downloads go through the Cache API, so a
-// returning visitor (or one offline) loads the model without a network request.
+// Weight bytes from bytes or a same-origin URL. The network comes first (the browser's HTTP
+// cache makes a repeat download a cheap revalidation), so new weights at the same URL are
+// picked up; the Cache API keeps the last copy, which loads when the network is unavailable.
 async function weightBytes(source, cacheName) {
   if (source instanceof ArrayBuffer) return { bytes: new Uint8Array(source), cached: false };
   if (ArrayBuffer.isView(source)) {
@@ -24,14 +25,17 @@ async function weightBytes(source, cacheName) {
   }
   const url = new URL(String(source), self.location.href);
   const cache = cacheName && "caches" in self ? await caches.open(cacheName) : null;
-  let response = cache ? await cache.match(url) : undefined;
-  const cached = Boolean(response);
-  if (!response) {
+  let response;
+  try {
     response = await fetch(url);
-    if (!response.ok) throw new Error(`cannot download the weights ${url}: HTTP ${response.status}`);
-    if (cache) await cache.put(url, response.clone());
+  } catch (e) {
+    const kept = cache ? await cache.match(url) : undefined;
+    if (!kept) throw new Error(`cannot download the weights ${url}: ${e.message}`);
+    return { bytes: new Uint8Array(await kept.arrayBuffer()), cached: true };
   }
-  return { bytes: new Uint8Array(await response.arrayBuffer()), cached };
+  if (!response.ok) throw new Error(`cannot download the weights ${url}: HTTP ${response.status}`);
+  if (cache) await cache.put(url, response.clone());
+  return { bytes: new Uint8Array(await response.arrayBuffer()), cached: false };
 }
 
 self.onmessage = async (event) => {

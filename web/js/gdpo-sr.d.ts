@@ -5,7 +5,8 @@ import type { LoadOptions, RgbaImage, UpscaleOptions, UpscaleResult, UpscalerInf
 export type { LoadOptions, RgbaImage, UpscaleOptions, UpscaleResult, UpscalerInfo };
 
 export interface ClientLoadOptions extends LoadOptions {
-  /** Cache API bucket for weights fetched by URL (default "gdpo-sr-weights-v1"); false: no cache. */
+  /** Cache API bucket keeping the last copy of weights fetched by URL, loaded when the network is
+   *  unavailable (default "gdpo-sr-weights-v1"); false: none. */
   cache?: string | false;
   /** Where the worker script is served from (default: next to gdpo-sr.js). */
   workerUrl?: string | URL;
@@ -19,6 +20,7 @@ export declare class Upscaler {
   /** `weights` defaults to the packaged model, `DEFAULT_WEIGHTS_URL`. */
   static load(weights?: Uint8Array | ArrayBuffer | string | URL, options?: ClientLoadOptions): Promise<Upscaler>;
   /** The backend in use (and why, on a fallback), the adapter's limits and the model. */
+  /** `weightsFromCache`: the network was unavailable and the kept copy was loaded. */
   info(): UpscalerInfo & { weightsFromCache: boolean };
   /** Upscales RGBA pixels; rejects with an AbortError when `signal` aborts. */
   upscale(image: RgbaImage, options?: UpscaleOptions): Promise<UpscaleResult>;

@@ -39,8 +39,8 @@ export class Upscaler {
   }
 
   /**
-   * Loads weights (bytes, or a same-origin URL cached with the Cache API; default: the
-   * packaged model, DEFAULT_WEIGHTS_URL) into a new worker.
+   * Loads weights (bytes, or a same-origin URL whose last copy the Cache API keeps for
+   * offline use; default: the packaged model, DEFAULT_WEIGHTS_URL) into a new worker.
    * options: { backend: "auto" | "webgpu" | "cpu", cache: string | false, workerUrl }.
    */
   static async load(weights = DEFAULT_WEIGHTS_URL, options = {}) {
@@ -72,7 +72,7 @@ export class Upscaler {
 
   /**
    * Upscales RGBA pixels ({width, height, data}, e.g. an ImageData).
-   * options: { scale, seed, tAdd, tDiff, tileSize, colourFix, float32,
+   * options: { scale, seed, detail, tAdd, tDiff, tileSize, colourFix, float32,
    *            onProgress({done, total}), signal }.
    */
   upscale(image, options = {}) {

@@ -39,7 +39,12 @@ export interface UpscaleOptions {
   scale?: number;
   /** Seed of the injected noise (default 0): the same seed gives the same output. */
   seed?: number;
-  /** Noise-addition timestep, 1..999 (default 250): higher trades fidelity for generated detail. */
+  /** Where between the weights' two ends to run, 0..1: 0 = most faithful to the input, 1 = most
+   *  generated detail (default: the weights' own, `info().detailDefault`). Needs weights with a
+   *  detail range, as the shipped default has; changes the output, not the speed. */
+  detail?: number;
+  /** Noise-addition timestep, 1..999 (default 250): the method's noise level (the shipped model
+   *  barely changes with it; `detail` is its knob). */
   tAdd?: number;
   /** Denoising timestep (default 100). */
   tDiff?: number;
@@ -74,6 +79,8 @@ export interface UpscalerInfo {
   maxBufferBytes: number;
   preset: string;
   parameters: number;
+  /** The weights' default `detail` (0..1), or null when they hold one model (no detail range). */
+  detailDefault: number | null;
   /** The model's cost per output megapixel (GFLOP, counted layer by layer), for time estimates. */
   gflopsPerOutputMegapixel: number;
   maxOutputPixels: number;
@@ -94,6 +101,7 @@ struct InfoReport<'a> {
     engine: &'a crate::engine::EngineReport,
     preset: &'a str,
     parameters: usize,
+    detail_default: Option<f32>,
     gflops_per_output_megapixel: f64,
     max_output_pixels: usize,
     max_scale: usize,
@@ -127,6 +135,7 @@ impl Upscaler {
             engine: self.engine.report(),
             preset: &self.engine.config().name,
             parameters: self.engine.parameters(),
+            detail_default: self.engine.detail_default(),
             gflops_per_output_megapixel: self.engine.gflops_per_output_megapixel(),
             max_output_pixels: MAX_OUTPUT_PIXELS,
             max_scale: MAX_SCALE,
@@ -153,7 +162,13 @@ impl Upscaler {
             };
             let (host, alpha) = rgba_to_host(&image, &request.naosd)?;
             let done = engine
-                .upscale(&host, &request.naosd, request.tiles, &mut events)
+                .upscale(
+                    &host,
+                    &request.naosd,
+                    request.detail,
+                    request.tiles,
+                    &mut events,
+                )
                 .await?;
             // Transparency is carried through: the alpha plane is upscaled separately
             // (bicubic), the network only sees colour.
@@ -173,6 +188,8 @@ impl Upscaler {
 /// A checked `upscale` request.
 struct Request {
     naosd: NaosdOptions,
+    /// The point of the weights' detail range; `None`: their default.
+    detail: Option<f32>,
     tiles: TileOptions,
     float32: bool,
     on_progress: Option<Function>,
@@ -193,6 +210,21 @@ impl Request {
         if let Some(seed) = integer(options, "seed", 0, (1 << 53) - 1)? {
             naosd.seed = seed;
         }
+        let detail = match optional(options, "detail")? {
+            None => None,
+            Some(v) => match v.as_f64() {
+                Some(d) if (0.0..=1.0).contains(&d) => {
+                    if engine.detail_default().is_none() {
+                        return Err(bad(
+                            "detail needs weights with a detail range (two trainings in one \
+                             file, as the shipped default); these hold one model",
+                        ));
+                    }
+                    Some(d as f32)
+                }
+                _ => return Err(bad("detail must be a number in 0..=1")),
+            },
+        };
         if let Some(t) = integer(options, "tAdd", 1, 999)? {
             naosd.t_add = t as usize;
         }
@@ -229,6 +261,7 @@ impl Request {
         };
         Ok(Self {
             naosd,
+            detail,
             tiles,
             float32,
             on_progress,

@@ -12,7 +12,7 @@ use burn::{
     tensor::backend::Backend,
 };
 use model::{
-    HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale,
+    DetailRange, HostImage, Naosd, NaosdOptions, TileOptions, TiledUpscale,
     tiling::{global_step_bytes, local_step_bytes},
 };
 use serde::Serialize;
@@ -81,10 +81,16 @@ pub struct EngineReport {
 /// CPU fallback: tiles sized to keep the wasm heap small.
 const CPU_BUFFER_BUDGET: u64 = 256 << 20;
 
-/// A loaded model on the backend in use.
+/// A loaded model on the backend in use, and the weight file's detail range (if any).
+pub struct Engine {
+    loaded: Loaded,
+    range: Option<DetailRange>,
+}
+
+/// The model (at the weight file's default detail) on the backend in use.
 // One engine per page, moved only when it is created: boxing the larger variant buys nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum Engine {
+enum Loaded {
     WebGpu {
         model: Naosd<Wgpu>,
         device: burn::backend::wgpu::WgpuDevice,
@@ -105,6 +111,7 @@ impl Engine {
     pub async fn load(weights: &[u8], preference: BackendPreference) -> Result<Self, WebError> {
         // Verify the file (format, hash, architecture) before touching any device.
         model::read_weight_info(weights)?;
+        let range = model::read_detail_range(weights)?;
         let fallback_reason = match preference {
             BackendPreference::Cpu => None,
             BackendPreference::Auto | BackendPreference::WebGpu => {
@@ -114,15 +121,18 @@ impl Engine {
                         let max_buffer_bytes = adapter
                             .max_storage_buffer_binding_size
                             .min(adapter.max_buffer_size);
-                        return Ok(Self::WebGpu {
-                            model,
-                            device,
-                            report: EngineReport {
-                                backend: "webgpu",
-                                fallback_reason: None,
-                                adapter: Some(adapter),
-                                max_buffer_bytes,
+                        return Ok(Self {
+                            loaded: Loaded::WebGpu {
+                                model,
+                                device,
+                                report: EngineReport {
+                                    backend: "webgpu",
+                                    fallback_reason: None,
+                                    adapter: Some(adapter),
+                                    max_buffer_bytes,
+                                },
                             },
+                            range,
                         });
                     }
                     Err(reason) if preference == BackendPreference::Auto => Some(reason),
@@ -144,44 +154,71 @@ impl Engine {
     /// [`model::ModelError`] for a bad weight file.
     pub fn cpu(weights: &[u8], fallback_reason: Option<String>) -> Result<Self, model::ModelError> {
         let model = model::load_weights::<Flex>(weights, &Default::default())?;
-        Ok(Self::Cpu {
-            model,
-            report: EngineReport {
-                backend: "cpu",
-                fallback_reason,
-                adapter: None,
-                max_buffer_bytes: CPU_BUFFER_BUDGET,
+        Ok(Self {
+            loaded: Loaded::Cpu {
+                model,
+                report: EngineReport {
+                    backend: "cpu",
+                    fallback_reason,
+                    adapter: None,
+                    max_buffer_bytes: CPU_BUFFER_BUDGET,
+                },
             },
+            range: model::read_detail_range(weights)?,
         })
     }
 
     pub fn report(&self) -> &EngineReport {
-        match self {
-            Self::WebGpu { report, .. } | Self::Cpu { report, .. } => report,
+        match &self.loaded {
+            Loaded::WebGpu { report, .. } | Loaded::Cpu { report, .. } => report,
         }
     }
 
     pub fn config(&self) -> &model::ModelConfig {
-        match self {
-            Self::WebGpu { model, .. } => model.config(),
-            Self::Cpu { model, .. } => model.config(),
+        match &self.loaded {
+            Loaded::WebGpu { model, .. } => model.config(),
+            Loaded::Cpu { model, .. } => model.config(),
         }
     }
 
-    /// Parameters of the loaded model.
+    /// Parameters of the loaded model (one point of a detail range).
     pub fn parameters(&self) -> usize {
-        match self {
-            Self::WebGpu { model, .. } => model.num_params(),
-            Self::Cpu { model, .. } => model.num_params(),
+        match &self.loaded {
+            Loaded::WebGpu { model, .. } => model.num_params(),
+            Loaded::Cpu { model, .. } => model.num_params(),
+        }
+    }
+
+    /// The weight file's default point of its detail range; `None` for a file with one model.
+    pub fn detail_default(&self) -> Option<f32> {
+        self.range.as_ref().map(DetailRange::default_detail)
+    }
+
+    /// The model at `detail` of the range (`None`: the file's default, as loaded). A point is
+    /// blended on the host and uploaded per job: a few milliseconds against the seconds of
+    /// an upscale, and no second model kept on the device.
+    fn model_at<B: Backend>(
+        &self,
+        model: &Naosd<B>,
+        detail: Option<f32>,
+    ) -> Result<Naosd<B>, WebError> {
+        match (detail, &self.range) {
+            (None, _) => Ok(model.clone()),
+            (Some(d), Some(range)) => Ok(range.apply(model.clone(), d)?),
+            (Some(_), None) => Err(WebError::BadInput(
+                "these weights hold one model, not a detail range: `detail` needs a weight file \
+                 made by `trainer-native range` (the shipped default is one)"
+                    .into(),
+            )),
         }
     }
 
     /// GFLOPs of the model per output megapixel (`Naosd::gflops_per_output_megapixel`, as
     /// `trainer-native info` counts them): what a time estimate scales with.
     pub fn gflops_per_output_megapixel(&self) -> f64 {
-        let parts = match self {
-            Self::WebGpu { model, .. } => model.gflops_per_output_megapixel(),
-            Self::Cpu { model, .. } => model.gflops_per_output_megapixel(),
+        let parts = match &self.loaded {
+            Loaded::WebGpu { model, .. } => model.gflops_per_output_megapixel(),
+            Loaded::Cpu { model, .. } => model.gflops_per_output_megapixel(),
         };
         parts.iter().sum()
     }
@@ -233,25 +270,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Upscales `image` tile by tile, after [`Self::check_fits`].
+    /// Upscales `image` tile by tile at `detail` of the weights' detail range (`None`: the
+    /// file's default), after [`Self::check_fits`].
     ///
     /// # Errors
-    /// As [`Self::check_fits`] and [`run_tiles`].
+    /// As [`Self::check_fits`] and [`run_tiles`]; [`WebError::BadInput`] for a `detail`
+    /// outside 0..=1 or for weights without a range.
     pub async fn upscale(
         &self,
         image: &HostImage,
         options: &NaosdOptions,
+        detail: Option<f32>,
         tiles: TileOptions,
         events: &mut impl TileEvents,
     ) -> Result<Upscaled, WebError> {
         self.check_fits(image, options, tiles)?;
-        match self {
-            Self::WebGpu { model, device, .. } => {
-                run_tiles(model, device, "webgpu", image, options, tiles, events).await
+        match &self.loaded {
+            Loaded::WebGpu { model, device, .. } => {
+                let model = self.model_at(model, detail)?;
+                run_tiles(&model, device, "webgpu", image, options, tiles, events).await
             }
-            Self::Cpu { model, .. } => {
+            Loaded::Cpu { model, .. } => {
+                let model = self.model_at(model, detail)?;
                 run_tiles(
-                    model,
+                    &model,
                     &Default::default(),
                     "cpu",
                     image,

@@ -48,11 +48,18 @@ impl TileEvents for Recorder {
     }
 }
 
+/// One random `tiny` model per test process (burn initialises parameters lazily and
+/// randomly: two `init`s are two models).
 fn weights() -> Vec<u8> {
-    let model = ModelConfig::tiny()
-        .init::<Flex>(&Default::default())
-        .unwrap();
-    model::save_weights(&model, StoredPrecision::F32).unwrap()
+    static WEIGHTS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    WEIGHTS
+        .get_or_init(|| {
+            let model = ModelConfig::tiny()
+                .init::<Flex>(&Default::default())
+                .unwrap();
+            model::save_weights(&model, StoredPrecision::F32).unwrap()
+        })
+        .clone()
 }
 
 fn image() -> HostImage {
@@ -75,12 +82,10 @@ fn browser_loop_equals_the_native_tiler() {
         progress: vec![],
         cancel_at: None,
     };
-    let done = block_on(engine.upscale(&image(), &options, tiles, &mut events)).unwrap();
-    let Engine::Cpu { model, .. } = &engine else {
-        unreachable!()
-    };
+    let done = block_on(engine.upscale(&image(), &options, None, tiles, &mut events)).unwrap();
+    let model = model::load_weights::<Flex>(&weights(), &Default::default()).unwrap();
     let native = model::upscale_tiled(
-        model,
+        &model,
         &image(),
         &options,
         tiles,
@@ -99,6 +104,56 @@ fn browser_loop_equals_the_native_tiler() {
 }
 
 #[test]
+fn the_detail_knob_runs_any_point_of_the_range_and_refuses_what_it_cannot() {
+    // A fidelity end and a detail end: one autoencoder, two UNets (parameters made concrete
+    // by a load before the autoencoder is shared: `init` only describes random values).
+    let device = Default::default();
+    let low = model::load_weights::<Flex>(&weights(), &device).unwrap();
+    let mut high = ModelConfig::tiny().init::<Flex>(&device).unwrap();
+    high.autoencoder = low.autoencoder.clone();
+    let bytes =
+        model::save_detail_range(&low, &high, 0.3, "unet", None, StoredPrecision::F32).unwrap();
+    let engine = block_on(Engine::load(&bytes, BackendPreference::Cpu)).unwrap();
+    assert_eq!(engine.detail_default(), Some(0.3));
+    let tiles = TileOptions { tile: 8 };
+    let options = NaosdOptions::default();
+    let run = |engine: &Engine, detail: Option<f32>| {
+        let mut events = Recorder {
+            progress: vec![],
+            cancel_at: None,
+        };
+        block_on(engine.upscale(&image(), &options, detail, tiles, &mut events))
+    };
+    let native = |m: &model::Naosd<Flex>| {
+        model::upscale_tiled(m, &image(), &options, tiles, &device, |_, _| {}).unwrap()
+    };
+    // The default is the file's; the ends are the two models exactly.
+    assert_eq!(
+        run(&engine, None).unwrap().image,
+        run(&engine, Some(0.3)).unwrap().image
+    );
+    assert_eq!(run(&engine, Some(0.0)).unwrap().image, native(&low));
+    assert_eq!(run(&engine, Some(1.0)).unwrap().image, native(&high));
+    assert_ne!(
+        run(&engine, Some(0.0)).unwrap().image,
+        run(&engine, None).unwrap().image
+    );
+    // The loaded model is not changed by a job at another point.
+    let range = model::read_detail_range(&bytes).unwrap().unwrap();
+    let at_default = range.apply(low.clone(), 0.3).unwrap();
+    assert_eq!(run(&engine, None).unwrap().image, native(&at_default));
+    assert!(matches!(run(&engine, Some(1.5)), Err(WebError::Model(_))));
+    // Weights with one model: a detail is a clear argument error.
+    let plain = block_on(Engine::load(&weights(), BackendPreference::Cpu)).unwrap();
+    assert_eq!(plain.detail_default(), None);
+    assert!(matches!(
+        run(&plain, Some(0.5)),
+        Err(WebError::BadInput(m)) if m.contains("detail range")
+    ));
+    assert!(run(&plain, None).is_ok());
+}
+
+#[test]
 fn cancellation_stops_the_job() {
     let engine = block_on(Engine::load(&weights(), BackendPreference::Cpu)).unwrap();
     let mut events = Recorder {
@@ -106,8 +161,9 @@ fn cancellation_stops_the_job() {
         cancel_at: Some(1),
     };
     let tiles = TileOptions { tile: 8 };
-    let err = block_on(engine.upscale(&image(), &NaosdOptions::default(), tiles, &mut events))
-        .unwrap_err();
+    let err =
+        block_on(engine.upscale(&image(), &NaosdOptions::default(), None, tiles, &mut events))
+            .unwrap_err();
     assert!(matches!(err, WebError::Cancelled));
     assert_eq!(events.progress, vec![(1, events.progress[0].1)]);
 }
@@ -156,7 +212,7 @@ fn jobs_too_large_for_the_buffers_are_refused_before_any_work() {
     assert!(global_step_bytes(&config, side * s, side * s) <= limit);
     let tile = TileOptions { tile: side };
     let Err(WebError::BadInput(message)) =
-        block_on(engine.upscale(&square(side), &options, tile, &mut events))
+        block_on(engine.upscale(&square(side), &options, None, tile, &mut events))
     else {
         panic!("a tile of {side} px at x{s} was accepted");
     };

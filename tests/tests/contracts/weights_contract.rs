@@ -229,93 +229,153 @@ fn cli_tiles_like_the_library_and_upscales_folders() {
     assert!(dir.join("out/a.png").exists());
 }
 
-/// Every tensor of a weight file as f32, by name.
-fn tensors_of(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<f32>> {
-    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = match view.dtype() {
-                safetensors::Dtype::F16 => view
-                    .data()
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                _ => view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            };
-            (name, values)
-        })
-        .collect()
-}
-
 #[test]
-fn blend_moves_every_parameter_the_fraction_alpha_and_refuses_what_cannot_blend() {
-    let dir = scratch_dir("blend");
+fn a_detail_range_runs_the_cli_anywhere_between_its_ends_and_refuses_what_cannot_be_one() {
+    let dir = scratch_dir("detail-range");
     let device = Default::default();
-    // Two independently initialised models of one config: every parameter differs.
+    // Two trainings of one model: the same autoencoder, UNets initialised independently
+    // (parameters made concrete by a load before the autoencoder is shared: `init` only
+    // describes random values).
     let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
-    for path in [&a, &b] {
-        let model = model::ModelConfig::tiny().init::<Cpu>(&device).unwrap();
-        let bytes = model::save_weights(&model, model::StoredPrecision::F32).unwrap();
+    let low = model::ModelConfig::tiny().init::<Cpu>(&device).unwrap();
+    let low = load_weights::<Cpu>(
+        &model::save_weights(&low, model::StoredPrecision::F32).unwrap(),
+        &device,
+    )
+    .unwrap();
+    let mut high = model::ModelConfig::tiny().init::<Cpu>(&device).unwrap();
+    high.autoencoder = low.autoencoder.clone();
+    for (path, m) in [(&a, &low), (&b, &high)] {
+        let bytes = model::save_weights(m, model::StoredPrecision::F32).unwrap();
         std::fs::write(path, bytes).unwrap();
     }
-    let blend = |alpha: &str, b: &std::path::Path, out: &std::path::Path| {
-        Command::new(trainer_binary())
-            .args(["blend", "--alpha", alpha, "--a"])
-            .arg(&a)
-            .arg("--b")
-            .arg(b)
-            .arg("--out")
-            .arg(out)
-            .output()
-            .unwrap()
+    let trainer =
+        |args: &[&std::ffi::OsStr]| Command::new(trainer_binary()).args(args).output().unwrap();
+    let range =
+        |low: &std::path::Path, high: &std::path::Path, default: &str, out: &std::path::Path| {
+            trainer(&[
+                "range".as_ref(),
+                "--low".as_ref(),
+                low.as_os_str(),
+                "--high".as_ref(),
+                high.as_os_str(),
+                "--default".as_ref(),
+                default.as_ref(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ])
+        };
+    let ok = |run: std::process::Output| {
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
     };
-    let out = dir.join("blend.safetensors");
-    let run = blend("0.25", &b, &out);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let refused = |run: std::process::Output, why: &str| {
+        assert!(!run.status.success());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(why), "expected {why:?} in: {stderr}");
+    };
+    let r = dir.join("range.safetensors");
+    ok(range(&a, &b, "0.25", &r));
+    let bytes = std::fs::read(&r).unwrap();
+    let info = model::read_weight_info(&bytes).unwrap();
+    assert_eq!(info.detail_default, Some(0.25));
 
-    let bytes = std::fs::read(&out).unwrap();
-    // A complete weight file: the model crate loads it (hash and config checked).
-    load_weights::<Cpu>(&bytes, &device).unwrap();
-    let (ta, tb, tout) = (
-        tensors_of(&std::fs::read(&a).unwrap()),
-        tensors_of(&std::fs::read(&b).unwrap()),
-        tensors_of(&bytes),
-    );
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tout.keys().collect::<Vec<_>>()
+    // Loaded, the model sits at the default: every UNet parameter a quarter of the way.
+    let loaded = model::named_parameters(&load_weights::<Cpu>(&bytes, &device).unwrap());
+    let (ta, tb) = (
+        model::named_parameters(&low),
+        model::named_parameters(&high),
     );
     let mut moved = 0;
-    for (name, out) in &tout {
-        for ((&x, &y), &z) in ta[name].iter().zip(&tb[name]).zip(out) {
+    for (name, v) in &loaded {
+        let (x, y) = (
+            ta[name].to_vec::<f32>().unwrap(),
+            tb[name].to_vec::<f32>().unwrap(),
+        );
+        for ((&z, &x), &y) in v.to_vec::<f32>().unwrap().iter().zip(&x).zip(&y) {
             let expected = x + 0.25 * (y - x);
-            // f16 storage: relative error <= 2^-11.
+            // Both ends stored as f16: relative error <= 2^-11 each.
             assert!(
-                (z - expected).abs() <= expected.abs() * 1e-3 + 1e-6,
-                "{name}: {z} vs {expected} (a {x}, b {y})"
+                (z - expected).abs() <= (x.abs() + y.abs()) * 1e-3 + 1e-6,
+                "{name}: {z} vs {expected} (low {x}, high {y})"
             );
             moved += usize::from(x != y);
         }
     }
+    assert!(moved > 1000, "the two ends barely differ ({moved} values)");
+
+    // The CLI's --detail: the default is the file's, the ends are the ends, and a point of
+    // the range exported as one model gives the same output.
+    let input = dir.join("in.png");
+    synthetic_image(9, 7).save(&input).unwrap();
+    let upscale = |weights: &std::path::Path, detail: Option<&str>, out: &str| {
+        let out = dir.join(out);
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "upscale".as_ref(),
+            "--weights".as_ref(),
+            weights.as_os_str(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--output".as_ref(),
+            out.as_os_str(),
+            "--backend".as_ref(),
+            "cpu".as_ref(),
+        ];
+        if let Some(d) = detail {
+            args.extend::<[&std::ffi::OsStr; 2]>(["--detail".as_ref(), d.as_ref()]);
+        }
+        (trainer(&args), out)
+    };
+    let pixels = |(run, out): (std::process::Output, std::path::PathBuf)| {
+        ok(run);
+        image::open(out).unwrap().to_rgb8().into_raw()
+    };
+    let default = pixels(upscale(&r, None, "default.png"));
+    assert_eq!(default, pixels(upscale(&r, Some("0.25"), "quarter.png")));
+    let (zero, one) = (
+        pixels(upscale(&r, Some("0"), "zero.png")),
+        pixels(upscale(&r, Some("1"), "one.png")),
+    );
+    assert_ne!(zero, one);
+    assert_ne!(zero, default);
+    let fixed = dir.join("fixed.safetensors");
+    ok(trainer(&[
+        "export".as_ref(),
+        "--weights".as_ref(),
+        r.as_os_str(),
+        "--detail".as_ref(),
+        "0".as_ref(),
+        "--out".as_ref(),
+        fixed.as_os_str(),
+    ]));
+    assert_eq!(
+        model::read_weight_info(&std::fs::read(&fixed).unwrap())
+            .unwrap()
+            .detail_default,
+        None
+    );
+    assert_eq!(zero, pixels(upscale(&fixed, None, "fixed.png")));
+    // Exporting the range keeps it, byte for byte (the web weight file is made this way).
+    let again = dir.join("again.safetensors");
+    ok(trainer(&[
+        "export".as_ref(),
+        "--weights".as_ref(),
+        r.as_os_str(),
+        "--out".as_ref(),
+        again.as_os_str(),
+    ]));
     assert!(
-        moved > 1000,
-        "the two models barely differ ({moved} values)"
+        std::fs::read(&again).unwrap() == bytes,
+        "re-exported range differs"
     );
 
-    // Refused, with nothing written: an alpha outside 0..=1, and another architecture.
-    let refused = dir.join("refused.safetensors");
-    let run = blend("1.5", &b, &refused);
-    assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("--alpha must be within 0..=1"));
+    // Refused, with nothing written or a clear message.
+    let no = dir.join("refused.safetensors");
+    refused(range(&a, &b, "1.5", &no), "0..=1");
+    refused(range(&r, &b, "0.5", &no), "already holds a detail range");
     let mut other = model::ModelConfig::tiny();
     other.unet.channels[0] *= 2;
     let other_file = dir.join("other.safetensors");
@@ -325,8 +385,20 @@ fn blend_moves_every_parameter_the_fraction_alpha_and_refuses_what_cannot_blend(
         model::save_weights(&other_model, model::StoredPrecision::F16).unwrap(),
     )
     .unwrap();
-    let run = blend("0.5", &other_file, &refused);
-    assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("not the same architecture"));
-    assert!(!refused.exists());
+    refused(
+        range(&a, &other_file, "0.5", &no),
+        "not the same architecture",
+    );
+    // Ends that differ outside the UNet (another autoencoder) cannot be one range.
+    let foreign = dir.join("foreign.safetensors");
+    let foreign_model = model::ModelConfig::tiny().init::<Cpu>(&device).unwrap();
+    std::fs::write(
+        &foreign,
+        model::save_weights(&foreign_model, model::StoredPrecision::F32).unwrap(),
+    )
+    .unwrap();
+    refused(range(&a, &foreign, "0.5", &no), "outside the detail part");
+    assert!(!no.exists());
+    refused(upscale(&a, Some("0.5"), "no.png").0, "not a detail range");
+    refused(upscale(&r, Some("2"), "no.png").0, "0..=1");
 }

@@ -99,6 +99,7 @@ fn config(f: &Fixture, steps: usize, lr: f64) -> GdpoConfig {
         t_diff: 100,
         colour_fix: model::ColourFix::None,
         validation_seeds: 2,
+        shared_group_noise: false,
         lora: LoraOptions::default(),
         reward: RewardConfig {
             mode: RewardModeName::Full,
@@ -428,6 +429,45 @@ fn on_a_fixed_batch_the_policy_learns_the_group_preference() {
         };
         assert!(mean_gap(true) < mean_gap(false), "group {b}");
     }
+}
+
+#[test]
+fn shared_group_noise_leaves_only_the_samples_differences_in_the_group_contrast() {
+    let _serial = serial();
+    let f = fixture("gdpo-shared-noise");
+    let device = Default::default();
+    let errors = |shared: bool| {
+        let mut cfg = config(&f, 1, 1e-3);
+        cfg.shared_group_noise = shared;
+        let reference = load_weights::<Ad>(&std::fs::read(&f.reference).unwrap(), &device).unwrap();
+        let policy = GdpoPolicy::new(&reference, &model::LoraConfig::new(), &device);
+        let reward = cfg.reward.build::<Cpu>(&device).unwrap();
+        let dataset = ImageFolder::load(&f.data, cfg.crop).unwrap();
+        let stage = GdpoStage::new(cfg, reference, reward, dataset).unwrap();
+        let batch = Stage::<Ad>::batch_maker(&stage)(0).unwrap();
+        let (losses, stats) = stage.step_losses(&policy, &batch, &device);
+        let loss: f32 = losses.total.into_scalar();
+        assert!((f64::from(loss) - std::f64::consts::LN_2).abs() < 1e-6);
+        stats.e_ref
+    };
+    // The spread of the reference's errors within each group: with one noise draw per group
+    // only the samples' own differences remain, a fraction of what independent draws give.
+    let spread = |e: &[Vec<f64>]| -> f64 {
+        e.iter()
+            .map(|g| {
+                let mean = g.iter().sum::<f64>() / g.len() as f64;
+                g.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+            })
+            .sum()
+    };
+    let (independent, shared) = (errors(false), errors(true));
+    assert!(spread(&independent) > 0.0);
+    assert!(
+        spread(&shared) < 0.25 * spread(&independent),
+        "shared {} vs independent {}",
+        spread(&shared),
+        spread(&independent)
+    );
 }
 
 #[test]

@@ -464,6 +464,7 @@ fn measure<B: Backend>(args: &StepsArgs, device: &B::Device) -> anyhow::Result<V
             t_diff: options.t_diff,
             colour_fix: ColourFix::None,
             validation_seeds: 1,
+            shared_group_noise: false,
             lora,
             reward: RewardConfig {
                 mode: RewardModeName::FidelityOnly,

@@ -180,6 +180,13 @@ pub struct GdpoConfig {
     /// Seeds per validation image and model.
     #[serde(default = "default_validation_seeds")]
     pub validation_seeds: u64,
+    /// Noise every sample of a group with the same `xi` in step 4 (common random numbers)
+    /// instead of one per sample (method.md). The group contrast `sum_g A_g (e_theta,g -
+    /// e_ref,g)` then sees only what differs between the samples: with independent `xi_g`,
+    /// how the adapters treat each sample's own noise draw adds a term the preference has
+    /// nothing to do with, which swamps it when the samples barely differ (docs/gdpo.md).
+    #[serde(default)]
+    pub shared_group_noise: bool,
     #[serde(default)]
     pub lora: LoraOptions,
     pub reward: RewardConfig,
@@ -549,13 +556,26 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let advantages: Vec<Vec<f64>> =
             scored.rewards.iter().map(|r| group_advantages(r)).collect();
 
-        // 4. Re-encode, fresh noise shared by both models, noise at t_add.
+        // 4. Re-encode, fresh noise shared by both models (and, with `shared_group_noise`, by
+        // the samples of a group), noise at t_add.
         let x0 = reference.encode(samples);
-        let xi = NoiseSource {
-            seed: cfg.train.seed ^ SHARED_NOISE,
-            first_stream,
-        }
-        .tensor::<B::InnerBackend>(x0.dims(), device);
+        let xi = if cfg.shared_group_noise {
+            let [_, c, h, w] = x0.dims();
+            NoiseSource {
+                seed: cfg.train.seed ^ SHARED_NOISE,
+                first_stream: (batch.step * n_lr) as u64,
+            }
+            .tensor::<B::InnerBackend>([n_lr, c, h, w], device)
+            .unsqueeze_dim::<5>(1)
+            .expand([n_lr, group, c, h, w])
+            .reshape([n, c, h, w])
+        } else {
+            NoiseSource {
+                seed: cfg.train.seed ^ SHARED_NOISE,
+                first_stream,
+            }
+            .tensor::<B::InnerBackend>(x0.dims(), device)
+        };
         let x_t = reference
             .schedule()
             .add_noise(x0, xi.clone(), cfg.t_add)
