@@ -109,8 +109,8 @@ impl Engine {
     /// [`WebError::Model`] for a bad weight file; [`WebError::Backend`] when WebGPU was
     /// required and is missing.
     pub async fn load(weights: &[u8], preference: BackendPreference) -> Result<Self, WebError> {
-        // Verify the file (format, hash, architecture) before touching any device.
-        model::read_weight_info(weights)?;
+        // Verify the file (format, version, hash, the range's tensors) before touching any
+        // device.
         let range = model::read_detail_range(weights)?;
         let fallback_reason = match preference {
             BackendPreference::Cpu => None,
@@ -145,14 +145,15 @@ impl Engine {
                 }
             }
         };
-        Ok(Self::cpu(weights, fallback_reason)?)
+        Ok(Self::cpu(weights, range, fallback_reason)?)
     }
 
-    /// Loads `weights` on the CPU backend.
-    ///
-    /// # Errors
-    /// [`model::ModelError`] for a bad weight file.
-    pub fn cpu(weights: &[u8], fallback_reason: Option<String>) -> Result<Self, model::ModelError> {
+    /// Loads `weights` (whose detail range is `range`) on the CPU backend.
+    fn cpu(
+        weights: &[u8],
+        range: Option<DetailRange>,
+        fallback_reason: Option<String>,
+    ) -> Result<Self, model::ModelError> {
         let model = model::load_weights::<Flex>(weights, &Default::default())?;
         Ok(Self {
             loaded: Loaded::Cpu {
@@ -164,7 +165,7 @@ impl Engine {
                     max_buffer_bytes: CPU_BUFFER_BUDGET,
                 },
             },
-            range: model::read_detail_range(weights)?,
+            range,
         })
     }
 
