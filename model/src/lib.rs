@@ -46,7 +46,8 @@ pub use preset::{AutoencoderConfig, ModelConfig, UNetConfig};
 pub use schedule::NoiseSchedule;
 pub use tiling::{HostImage, MAX_OUTPUT_PIXELS, TileOptions, TiledUpscale, upscale_tiled};
 pub use weights::{
-    DetailRange, FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part, load_weights,
-    named_parameters, read_detail_range, read_weight_info, replace_parameters, save_detail_range,
-    save_trained_part, save_weights,
+    DetailRange, FORMAT_VERSION, StoredPrecision, WeightInfo, load_trained_part,
+    load_trained_part_with_range, load_weights, load_weights_with_range, named_parameters,
+    read_detail_range, read_weight_info, replace_parameters, save_detail_range, save_trained_part,
+    save_weights,
 };

@@ -703,6 +703,18 @@ pub fn read_detail_range(bytes: &[u8]) -> Result<Option<DetailRange>> {
 /// [`ModelError::MissingTensor`] / [`ModelError::UnexpectedTensor`] /
 /// [`ModelError::ShapeMismatch`] (another architecture), [`ModelError::InvalidConfig`].
 pub fn load_weights<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Naosd<B>> {
+    Ok(load_weights_with_range(bytes, device)?.0)
+}
+
+/// As [`load_weights`], and the file's detail range, read once with the model (for a caller
+/// that moves the model along it).
+///
+/// # Errors
+/// As [`load_weights`].
+pub fn load_weights_with_range<B: Backend>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<(Naosd<B>, Option<DetailRange>)> {
     let opened = open(bytes)?;
     if let Some(part) = &opened.trained_part {
         return Err(ModelError::WeightFormat(format!(
@@ -720,6 +732,17 @@ pub fn load_weights<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Naos
 /// # Errors
 /// As [`load_weights`]; [`ModelError::WeightFormat`] for a whole-model file or another config.
 pub fn load_trained_part<B: Backend>(bytes: &[u8], model: Naosd<B>) -> Result<Naosd<B>> {
+    Ok(load_trained_part_with_range(bytes, model)?.0)
+}
+
+/// As [`load_trained_part`], and the file's detail range, read once with the model.
+///
+/// # Errors
+/// As [`load_trained_part`].
+pub fn load_trained_part_with_range<B: Backend>(
+    bytes: &[u8],
+    model: Naosd<B>,
+) -> Result<(Naosd<B>, Option<DetailRange>)> {
     let opened = open(bytes)?;
     let Some(part) = &opened.trained_part else {
         return Err(ModelError::WeightFormat(
@@ -737,8 +760,12 @@ pub fn load_trained_part<B: Backend>(bytes: &[u8], model: Naosd<B>) -> Result<Na
 }
 
 /// Fills the model's parameters (those under `part`) from the file and, when the file has a
-/// detail range, puts the model at the range's default.
-fn fill<B: Backend>(model: Naosd<B>, opened: &Opened<'_>, part: Option<&str>) -> Result<Naosd<B>> {
+/// detail range, puts the model at the range's default; returns the range beside it.
+fn fill<B: Backend>(
+    model: Naosd<B>,
+    opened: &Opened<'_>,
+    part: Option<&str>,
+) -> Result<(Naosd<B>, Option<DetailRange>)> {
     let tensors = &opened.tensors;
     let (model, used) = replace_parameters(model, |name, shape| {
         if part.is_some_and(|part| !under(name, part)) {
@@ -770,10 +797,11 @@ fn fill<B: Backend>(model: Naosd<B>, opened: &Opened<'_>, part: Option<&str>) ->
             .unwrap_or_default();
         return Err(ModelError::UnexpectedTensor(extra));
     }
-    match range {
-        Some(range) => range.apply(model, range.default),
-        None => Ok(model),
-    }
+    let model = match &range {
+        Some(range) => range.apply(model, range.default)?,
+        None => model,
+    };
+    Ok((model, range))
 }
 
 struct PathsOnly<'a>(&'a mut Vec<String>, &'a mut Vec<String>);

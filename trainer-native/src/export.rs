@@ -57,19 +57,7 @@ pub fn read_weights_at<B: Backend>(
     detail: Option<f32>,
     device: &B::Device,
 ) -> anyhow::Result<Naosd<B>> {
-    let read = read_model(path, device)?;
-    let Some(detail) = detail else {
-        return Ok(read.model);
-    };
-    let range = read.range.with_context(|| {
-        format!(
-            "{} holds one model, not a detail range: --detail needs a file made by              `trainer-native range` (the shipped weights/taef2-unet.safetensors is one)",
-            path.display()
-        )
-    })?;
-    range
-        .apply(read.model, detail)
-        .with_context(|| path.display().to_string())
+    read_model(path, device)?.at(detail, path)
 }
 
 /// A weight file as read: the model (at the range's default), the file's header, its range.
@@ -79,18 +67,36 @@ struct ReadModel<B: Backend> {
     range: Option<DetailRange>,
 }
 
+impl<B: Backend> ReadModel<B> {
+    /// The model at `detail` of the range (`None`: the default, as read).
+    fn at(self, detail: Option<f32>, path: &Path) -> anyhow::Result<Naosd<B>> {
+        let Some(detail) = detail else {
+            return Ok(self.model);
+        };
+        let range = self.range.with_context(|| {
+            format!(
+                "{} holds one model, not a detail range: --detail needs a file made by \
+                 `trainer-native range` (the shipped weights/taef2-unet.safetensors is one)",
+                path.display()
+            )
+        })?;
+        range
+            .apply(self.model, detail)
+            .with_context(|| path.display().to_string())
+    }
+}
+
 fn read_model<B: Backend>(path: &Path, device: &B::Device) -> anyhow::Result<ReadModel<B>> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let context = || path.display().to_string();
     let info = model::read_weight_info(&bytes).with_context(context)?;
-    let range = model::read_detail_range(&bytes).with_context(context)?;
-    let model = match &info.trained_part {
-        None => model::load_weights::<B>(&bytes, device).with_context(context)?,
+    let (model, range) = match &info.trained_part {
+        None => model::load_weights_with_range::<B>(&bytes, device).with_context(context)?,
         Some(_) => {
             let base =
                 pretrained::load_taef2(info.config.init::<B>(device)?, &pretrained::taef2_dir())
                     .with_context(|| format!("composing {}", path.display()))?;
-            model::load_trained_part(&bytes, base).with_context(context)?
+            model::load_trained_part_with_range(&bytes, base).with_context(context)?
         }
     };
     Ok(ReadModel { model, info, range })
@@ -135,31 +141,19 @@ pub struct ExportWeb<'a> {
 impl BackendTask for ExportWeb<'_> {
     type Output = usize;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<usize> {
-        let out = match (self.detail, read_model::<B>(self.weights, &device)?) {
-            (
-                None,
-                ReadModel {
-                    model,
-                    range: Some(range),
-                    ..
-                },
-            ) => {
-                let low = range.apply(model.clone(), 0.0)?;
-                let high = range.apply(model, 1.0)?;
-                save_detail_range(
-                    &low,
-                    &high,
-                    range.default_detail(),
-                    range.part(),
-                    self.trained_part,
-                    StoredPrecision::F16,
-                )?
-            }
-            (detail, read) => {
-                let model = match detail {
-                    Some(_) => read_weights_at::<B>(self.weights, detail, &device)?,
-                    None => read.model,
-                };
+        let read = read_model::<B>(self.weights, &device)?;
+        let out = match (self.detail, &read.range) {
+            // A range stays a range: both ends, the same default.
+            (None, Some(range)) => save_detail_range(
+                &range.apply(read.model.clone(), 0.0)?,
+                &range.apply(read.model.clone(), 1.0)?,
+                range.default_detail(),
+                range.part(),
+                self.trained_part,
+                StoredPrecision::F16,
+            )?,
+            (detail, _) => {
+                let model = read.at(detail, self.weights)?;
                 match self.trained_part {
                     Some(part) => save_trained_part(&model, StoredPrecision::F16, part)?,
                     None => save_weights(&model, StoredPrecision::F16)?,

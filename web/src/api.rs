@@ -213,15 +213,8 @@ impl Request {
         let detail = match optional(options, "detail")? {
             None => None,
             Some(v) => match v.as_f64() {
-                Some(d) if (0.0..=1.0).contains(&d) => {
-                    if engine.detail_default().is_none() {
-                        return Err(bad(
-                            "detail needs weights with a detail range (two trainings in one \
-                             file, as the shipped default); these hold one model",
-                        ));
-                    }
-                    Some(d as f32)
-                }
+                // Weights without a range refuse it in `Engine::upscale`, before any work.
+                Some(d) if (0.0..=1.0).contains(&d) => Some(d as f32),
                 _ => return Err(bad("detail must be a number in 0..=1")),
             },
         };

@@ -109,15 +109,15 @@ impl Engine {
     /// [`WebError::Model`] for a bad weight file; [`WebError::Backend`] when WebGPU was
     /// required and is missing.
     pub async fn load(weights: &[u8], preference: BackendPreference) -> Result<Self, WebError> {
-        // Verify the file (format, version, hash, the range's tensors) before touching any
-        // device.
-        let range = model::read_detail_range(weights)?;
+        // Verify the file (format, version, hash, config) before touching any device.
+        model::read_weight_info(weights)?;
         let fallback_reason = match preference {
             BackendPreference::Cpu => None,
             BackendPreference::Auto | BackendPreference::WebGpu => {
                 match gpu::init_webgpu(preference == BackendPreference::Auto).await {
                     Ok((device, adapter)) => {
-                        let model = model::load_weights::<Wgpu>(weights, &device)?;
+                        let (model, range) =
+                            model::load_weights_with_range::<Wgpu>(weights, &device)?;
                         let max_buffer_bytes = adapter
                             .max_storage_buffer_binding_size
                             .min(adapter.max_buffer_size);
@@ -145,16 +145,12 @@ impl Engine {
                 }
             }
         };
-        Ok(Self::cpu(weights, range, fallback_reason)?)
+        Ok(Self::cpu(weights, fallback_reason)?)
     }
 
-    /// Loads `weights` (whose detail range is `range`) on the CPU backend.
-    fn cpu(
-        weights: &[u8],
-        range: Option<DetailRange>,
-        fallback_reason: Option<String>,
-    ) -> Result<Self, model::ModelError> {
-        let model = model::load_weights::<Flex>(weights, &Default::default())?;
+    /// Loads `weights` on the CPU backend.
+    fn cpu(weights: &[u8], fallback_reason: Option<String>) -> Result<Self, model::ModelError> {
+        let (model, range) = model::load_weights_with_range::<Flex>(weights, &Default::default())?;
         Ok(Self {
             loaded: Loaded::Cpu {
                 model,

@@ -535,7 +535,6 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         let cfg = &self.config;
         let (n_lr, group) = (batch.hr.len(), cfg.group);
         let n = n_lr * group;
-        let first_stream = (batch.step * n) as u64;
         let lr = batch.lr.to_tensor::<B::InnerBackend>(device);
         let reference = self.reference_on(device);
 
@@ -559,22 +558,19 @@ impl<B: AutodiffBackend> GdpoStage<B> {
         // 4. Re-encode, fresh noise shared by both models (and, with `shared_group_noise`, by
         // the samples of a group), noise at t_add.
         let x0 = reference.encode(samples);
+        let [_, c, h, w] = x0.dims();
+        let draws = if cfg.shared_group_noise { n_lr } else { n };
+        let xi = NoiseSource {
+            seed: cfg.train.seed ^ SHARED_NOISE,
+            first_stream: (batch.step * draws) as u64,
+        }
+        .tensor::<B::InnerBackend>([draws, c, h, w], device);
         let xi = if cfg.shared_group_noise {
-            let [_, c, h, w] = x0.dims();
-            NoiseSource {
-                seed: cfg.train.seed ^ SHARED_NOISE,
-                first_stream: (batch.step * n_lr) as u64,
-            }
-            .tensor::<B::InnerBackend>([n_lr, c, h, w], device)
-            .unsqueeze_dim::<5>(1)
-            .expand([n_lr, group, c, h, w])
-            .reshape([n, c, h, w])
+            xi.unsqueeze_dim::<5>(1)
+                .expand([n_lr, group, c, h, w])
+                .reshape([n, c, h, w])
         } else {
-            NoiseSource {
-                seed: cfg.train.seed ^ SHARED_NOISE,
-                first_stream,
-            }
-            .tensor::<B::InnerBackend>(x0.dims(), device)
+            xi
         };
         let x_t = reference
             .schedule()
